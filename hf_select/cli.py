@@ -1,0 +1,201 @@
+"""The `hf-select` command line: `score`, `select`, `methods`, `demo`.
+
+Example:
+    $ hf-select score data.jsonl --method token-length --tokenizer HuggingFaceTB/SmolLM2-135M-Instruct -o scored
+    $ hf-select select scored --method top-k --column n_tokens --budget 1000 --controls 5 -o longest-1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__, select
+from .demo import print_demo, run_demo, scorer_entry
+from .errors import HFSelectError, InputError
+from .pool import load_pool, prepare_output, save_scored
+from .save import save_selection
+from .scorers import SCORERS, TokenLengthScorer
+from .select import Budget
+from .summary import describe, table
+
+
+def _add_input(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "input", help="Hub dataset id, save_to_disk folder, selection folder, or json/jsonl/parquet/csv file"
+    )
+    p.add_argument("--split", help="split to use (default: the only split, else 'train')")
+    p.add_argument("--revision", dest="data_revision", help="Hub dataset revision")
+    p.add_argument("--config", dest="data_config", help="Hub dataset config name")
+    p.add_argument("-o", "--output", required=True, help="output folder (never the input)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-select", description="Select strong subsets of SFT pools.")
+    parser.add_argument("--version", action="version", version=f"hf-select {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("score", help="add score columns to a dataset")
+    _add_input(p)
+    p.add_argument("--method", required=True, choices=sorted(SCORERS))
+    p.add_argument("--tokenizer", required=True, help="tokenizer path, Hub id or embedded:smollm2")
+    p.add_argument("--tokenizer-revision", help="tokenizer revision on the Hub")
+    p.add_argument("--template", default="auto", choices=["auto", "paper", "chat"])
+    p.add_argument("--format", choices=["sharegpt", "messages", "alpaca", "prompt_response"])
+    p.add_argument("--columns", help="comma-separated columns for --format (e.g. question,answer)")
+    p.add_argument("--num-proc", type=int, help="worker processes (one per GPU for model scorers)")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--strict", action="store_true", help="stop at the first bad row instead of NaN + reason")
+
+    p = sub.add_parser("select", help="select a subset of a scored dataset by a budget")
+    _add_input(p)
+    p.add_argument("--method", required=True, choices=sorted(select.SELECTORS))
+    p.add_argument("--column", help="score column (top-k, threshold, within-clusters)")
+    p.add_argument("--budget", help="count (1000), fraction (0.01, 1%%) or tokens ('5M tokens')")
+    p.add_argument("--smallest", action="store_true", help="keep the smallest scores instead of the largest")
+    p.add_argument("--min-value", type=float)
+    p.add_argument("--max-value", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cluster-column", default="cluster")
+    p.add_argument("--token-column", default="n_tokens")
+    p.add_argument("--controls", type=int, default=0, help="also write N random controls of the same size")
+    p.add_argument("--with-scores", action="store_true", help="also write the whole scored pool under scores/")
+
+    sub.add_parser("methods", help="list scorers and selectors with their parameters")
+
+    p = sub.add_parser("demo", help="the embedded default: longest 1,000 ShareGPT rows vs 5 random controls")
+    p.add_argument("-o", "--output", default="hf-select-demo")
+    p.add_argument("--budget", type=int, default=1000)
+    p.add_argument("--controls", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-proc", type=int)
+    p.add_argument("--limit", type=int, help="use only the first N rows of the pool (a quick look)")
+    p.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+def cmd_score(args: argparse.Namespace, command: str) -> int:
+    out = prepare_output(args.output, [args.input], overwrite=args.overwrite)
+    if args.columns and not args.format:
+        raise InputError("--columns needs --format")
+    pool, source, scorers = load_pool(
+        args.input, split=args.split, revision=args.data_revision, config=args.data_config
+    )
+    scorer = TokenLengthScorer(
+        tokenizer=args.tokenizer,
+        revision=args.tokenizer_revision,
+        template=args.template,
+        format=args.format,
+        columns=tuple(args.columns.split(",")) if args.columns else None,
+        strict=args.strict,
+    )
+    scorer.format_spec(pool.column_names)  # fail now, naming the columns, rather than inside a worker
+    scored = scorer.map(pool, num_proc=args.num_proc, batch_size=args.batch_size)
+    entry = {**scorer_entry(scorer), "command": command}
+    save_scored(scored, out, source=source, scorers=[*scorers, entry])
+    errors = sum(1 for e in scored[scorer.error_column] if e)
+    print(table({"scored": describe(scored)}))
+    print(f"\n{errors:,} rows could not be scored (reason in '{scorer.error_column}')." if errors else "")
+    print(f"Wrote {out}")
+    return 0
+
+
+def cmd_select(args: argparse.Namespace, command: str) -> int:
+    out = prepare_output(args.output, [args.input], overwrite=args.overwrite)
+    pool, source, scorers = load_pool(
+        args.input, split=args.split, revision=args.data_revision, config=args.data_config
+    )
+    common: dict[str, Any] = {"token_column": args.token_column, "source": source, "scorers": scorers}
+    needs_column = args.method in ("top-k", "threshold", "within-clusters")
+    if needs_column and not args.column:
+        raise InputError(f"--method {args.method} needs --column")
+    if args.method != "threshold" and not args.budget:
+        raise InputError(f"--method {args.method} needs --budget")
+    budget = Budget.parse(args.budget) if args.budget else None
+    if args.method == "top-k":
+        sel = select.top_k(
+            pool, args.column, budget, largest=not args.smallest, min_value=args.min_value,
+            max_value=args.max_value, **common,
+        )  # fmt: skip
+    elif args.method == "threshold":
+        sel = select.threshold(pool, args.column, min_value=args.min_value, max_value=args.max_value, **common)
+    elif args.method == "random":
+        sel = select.random(pool, budget, seed=args.seed, column=args.column, **common)
+    else:
+        sel = select.within_clusters(
+            pool, args.cluster_column, args.column, budget, largest=not args.smallest, **common
+        )
+    sel.record.command = command
+    save_selection(sel.dataset, out, sel.record, scores=pool if args.with_scores else None)
+    summaries = {
+        "pool": describe(pool, args.token_column),
+        args.method: describe(sel.dataset, args.token_column),
+    }
+    written = {args.method: out}
+    if args.controls:
+        same_size = Budget("tokens", budget.value) if budget is not None and budget.kind == "tokens" else len(sel)
+        for control in select.random_controls(
+            pool, same_size, n_controls=args.controls, seed=args.seed, column=args.column, **common
+        ):
+            name = f"random seed {control.record.seed}"
+            control.record.command = command
+            folder = prepare_output(Path(f"{out}-controls") / f"seed-{control.record.seed}", [args.input])
+            written[name] = save_selection(control.dataset, folder, control.record)
+            summaries[name] = describe(control.dataset, args.token_column)
+    print(table(summaries))
+    print("\nFiles written:")
+    for name, path in written.items():
+        print(f"  {name:<16} {path}")
+    return 0
+
+
+def cmd_methods() -> int:
+    print("Scorers (hf-select score --method NAME):")
+    for name, cls in sorted(SCORERS.items()):
+        print(f"  {name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        print(f"    adds: {', '.join((*cls.score_columns, cls.error_column))}")
+        for field in dataclasses.fields(cls):
+            default = "required" if field.default is dataclasses.MISSING else f"default {field.default!r}"
+            print(f"    {field.name}: {field.type} ({default})")
+    print("\nSelectors (hf-select select --method NAME):")
+    for name, fn in select.SELECTORS.items():
+        print(f"  {name}: {(fn.__doc__ or '').strip().splitlines()[0]}")
+        for param in list(inspect.signature(fn).parameters.values())[1:]:
+            if param.name in ("source", "scorers"):
+                continue
+            default = "required" if param.default is inspect.Parameter.empty else f"default {param.default!r}"
+            print(f"    {param.name}: {param.annotation} ({default})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    command = shlex.join(["hf-select", *argv])
+    try:
+        if args.command == "score":
+            return cmd_score(args, command)
+        if args.command == "select":
+            return cmd_select(args, command)
+        if args.command == "methods":
+            return cmd_methods()
+        result = run_demo(
+            args.output, budget=args.budget, controls=args.controls, seed=args.seed, num_proc=args.num_proc,
+            limit=args.limit, overwrite=args.overwrite, command=command,
+        )  # fmt: skip
+        print_demo(result)
+        return 0
+    except HFSelectError as err:
+        print(f"hf-select: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The embedded default job: the 1,000 longest ShareGPT conversations against 5 random controls.
+
+It runs through the same code paths as a user's own job: the pool loads as a JSONL file and the
+SmolLM2 tokenizer as a local `from_pretrained` folder.
+
+Example:
+    >>> from hf_select.demo import run_demo
+    >>> result = run_demo("hf-select-demo", budget=1000, controls=5)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import embedded, select
+from .pool import load_pool, prepare_output, save_scored
+from .save import save_selection
+from .scorers import TokenLengthScorer
+from .summary import describe, table
+
+
+def run_demo(
+    output: str | Path = "hf-select-demo",
+    *,
+    budget: int = 1000,
+    controls: int = 5,
+    seed: int = 0,
+    num_proc: int | None = None,
+    limit: int | None = None,
+    overwrite: bool = False,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Score the embedded pool for token length, select the `budget` longest rows and `controls` random
+    subsets of the same size, write them under `output`, and return their summaries and folders."""
+    out = prepare_output(output, [], overwrite=overwrite)
+    pool, source, _ = load_pool(embedded.SHAREGPT)
+    if limit is not None:
+        pool = pool.select(range(min(limit, len(pool))))
+        source.update(num_rows=len(pool), fingerprint=pool._fingerprint, limit=limit)
+    scorer = TokenLengthScorer(tokenizer=embedded.SMOLLM2)
+    scored = scorer.map(pool, num_proc=num_proc)
+    entries = [scorer_entry(scorer)]
+    written = {"scored pool": save_scored(scored, out / "pool-scored", source=source, scorers=entries)}
+
+    longest = select.top_k(scored, "n_tokens", budget, source=source, scorers=entries)
+    longest.record.command = command
+    written[f"longest {budget}"] = save_selection(longest.dataset, out / f"longest-{budget}", longest.record)
+    summaries = {"pool": describe(scored), f"longest {budget}": describe(longest.dataset)}
+    for control in select.random_controls(
+        scored,
+        len(longest),
+        n_controls=controls,
+        seed=seed,
+        column="n_tokens",
+        source=source,
+        scorers=entries,
+    ):
+        name = f"random seed {control.record.seed}"
+        control.record.command = command
+        written[name] = save_selection(control.dataset, out / f"random-seed-{control.record.seed}", control.record)
+        summaries[name] = describe(control.dataset)
+    return {"summaries": summaries, "written": written, "scorer": entries[0]}
+
+
+def scorer_entry(scorer: TokenLengthScorer) -> dict[str, Any]:
+    """The record entry of a tokenizer-based scorer: config plus tokenizer provenance and resolved template."""
+    from .encoding import resolve_template
+    from .tokenizer import load_tokenizer, tokenizer_provenance
+
+    tokenizer = load_tokenizer(scorer.tokenizer, scorer.revision, scorer.trust_remote_code)
+    return {
+        "method": scorer.method,
+        "fingerprint": scorer.fingerprint(),
+        "config": scorer.config(),
+        "tokenizer": tokenizer_provenance(scorer.tokenizer, scorer.revision),
+        "template": resolve_template(tokenizer, scorer.template),
+    }
+
+
+def print_demo(result: dict[str, Any], file: Any = sys.stdout) -> None:
+    print(table(result["summaries"]), file=file)
+    print("\nFiles written:", file=file)
+    for name, path in result["written"].items():
+        print(f"  {name:<16} {path}", file=file)

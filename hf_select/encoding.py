@@ -1,0 +1,110 @@
+"""Render conversations with a template and tokenise them into exact prompt and response id spans.
+
+The response span is never found by searching text: the prompt and the response are tokenised
+separately and their ids concatenated, so the span is exact by construction (searching the text
+shifts it by a token when BPE merges across the boundary).
+
+- `template="paper"`: the study's `[system\\n]Human: q\\nAssistant: ` prompt; the response is the raw
+  response text (no end-of-sequence token, as in the study's scoring code). The tokenizer's leading
+  special tokens (a BOS, if it adds one) start the prompt.
+- `template="chat"`: the tokenizer's chat template. The prompt is the rendered history with the
+  generation prompt; the response is everything the template adds after it (the response and its
+  end-of-turn marker), i.e. exactly the tokens an SFT trainer trains on.
+
+Example:
+    >>> from transformers import AutoTokenizer
+    >>> enc = ConversationEncoder(AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct"),
+    ...                           template="paper")  # doctest: +SKIP
+    >>> enc.render([Turn("user", "Hi")], "Hello!")  # doctest: +SKIP
+    ('Human: Hi\\nAssistant: ', 'Hello!')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from .conversation import Turn, render_paper_prompt, to_messages
+from .errors import InputError, RowError
+
+TemplateName = Literal["auto", "paper", "chat"]
+
+
+def resolve_template(tokenizer: Any, template: TemplateName) -> Literal["paper", "chat"]:
+    """`auto` is `chat` when the tokenizer has a chat template, else `paper`."""
+    has_chat = bool(getattr(tokenizer, "chat_template", None))
+    if template == "auto":
+        return "chat" if has_chat else "paper"
+    if template == "chat" and not has_chat:
+        raise InputError("template='chat' but the tokenizer has no chat template; use template='paper'")
+    if template not in ("paper", "chat"):
+        raise InputError(f"unknown template {template!r}: expected 'auto', 'paper' or 'chat'")
+    return template
+
+
+def leading_special_ids(tokenizer: Any) -> list[int]:
+    """The special ids a tokenizer puts before the text (e.g. `[bos]`), found by comparing encodings."""
+    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    for start in range(len(with_special) - len(plain) + 1):
+        if with_special[start : start + len(plain)] == plain:
+            return list(with_special[:start])
+    return []
+
+
+class ConversationEncoder:
+    """Renders (history, response) pairs with one template and tokenises them in batches."""
+
+    def __init__(self, tokenizer: Any, template: TemplateName = "auto") -> None:
+        self.tokenizer = tokenizer
+        self.template = resolve_template(tokenizer, template)
+        self.prefix_ids = leading_special_ids(tokenizer) if self.template == "paper" else []
+        self._backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+
+    def render(self, history: Sequence[Turn], response: str) -> tuple[str, str]:
+        """Prompt text and response text; raises `RowError` if the chat template cannot be split."""
+        if self.template == "paper":
+            return render_paper_prompt(history), response
+        if not history:
+            raise RowError("nothing precedes the response, and a chat template cannot render an empty prompt")
+        try:
+            prompt = self.tokenizer.apply_chat_template(
+                to_messages(history), tokenize=False, add_generation_prompt=True
+            )
+            full = self.tokenizer.apply_chat_template(
+                to_messages([*history, Turn("assistant", response)]), tokenize=False
+            )
+        except Exception as err:  # templates raise their own errors, e.g. on roles that do not alternate
+            raise RowError(f"the chat template failed: {type(err).__name__}: {err}") from err
+        if not full.startswith(prompt):
+            raise RowError("the chat template renders the history differently once the response is appended")
+        return prompt, full[len(prompt) :]
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        if self._backend is not None:
+            return [e.ids for e in self._backend.encode_batch_fast(texts, add_special_tokens=False)]
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def lengths(self, texts: list[str]) -> list[int]:
+        """Token counts of texts, without special tokens, in one batched call."""
+        if not texts:
+            return []
+        if self._backend is not None:
+            return [len(e) for e in self._backend.encode_batch_fast(texts, add_special_tokens=False)]
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def count(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[int], list[int]]:
+        """(prompt token counts, response token counts) of rendered pairs, prompt counts including
+        the leading special tokens."""
+        n = len(pairs)
+        lengths = self.lengths([p for p, _ in pairs] + [r for _, r in pairs])
+        extra = len(self.prefix_ids)
+        return [x + extra for x in lengths[:n]], lengths[n:]
+
+    def encode(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        """(prompt ids, response ids) of rendered pairs; the response span is exact by construction."""
+        n = len(pairs)
+        ids = self._ids([p for p, _ in pairs] + [r for _, r in pairs])
+        return [(self.prefix_ids + ids[i], ids[n + i]) for i in range(n)]

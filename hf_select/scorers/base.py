@@ -1,0 +1,154 @@
+"""The scorer protocol: a light, picklable callable for `Dataset.map(scorer, batched=True)`.
+
+A scorer holds only its configuration (dataclass fields). Heavy resources (tokenizer, model) load
+lazily, once per process, on `cuda:{rank}` when a GPU is there, and never travel in its pickled state.
+Its pickled state is its configuration, so `datasets` hashes it deterministically: a re-run after a
+crash reuses every finished cache shard and recomputes only the missing ones.
+
+Subclasses declare `method`, `score_columns` (the columns they add), `error_column`, and implement
+`load(device)` and `score(batch, resources)`.
+
+Output types are fixed whatever the batch holds, so plain `ds.map(scorer, batched=True)` never infers a
+`null` column from a first batch of failures: score columns are float64 (NaN where a row failed; token
+counts are exact integers stored as float64) and the error column is a string, empty where the row
+succeeded.
+
+Example:
+    >>> from datasets import Dataset
+    >>> from hf_select import TokenLengthScorer
+    >>> ds = Dataset.from_dict({"prompt": ["Hi"], "response": ["Hello!"]})
+    >>> scorer = TokenLengthScorer(tokenizer="embedded:smollm2", template="paper")
+    >>> ds = ds.map(scorer, batched=True)  # or scorer.map(ds, num_proc=2)
+    >>> ds[0]["n_tokens_response"]
+    3
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import RowError
+
+_RESOURCES: dict[tuple[str, str], Any] = {}  # (resource key, device) -> resources, one process's cache
+_MAX_RESOURCES = 2
+
+
+def device_for(rank: int | None) -> str:
+    """`cuda:{rank % n_gpus}` when CUDA is available (rank None means 0), else `cpu`."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{(rank or 0) % torch.cuda.device_count()}"
+    return "cpu"
+
+
+@dataclass(kw_only=True)
+class Scorer(ABC):
+    """Base class of every scorer. Subclasses are dataclasses whose fields are their whole configuration."""
+
+    strict: bool = False
+    """Raise `RowError` (with the row index) on a bad row instead of writing NaN and a reason."""
+
+    method: ClassVar[str]
+    version: ClassVar[int] = 1  # bump when a change alters scores, so cached results are not reused
+    score_columns: ClassVar[tuple[str, ...]]
+    error_column: ClassVar[str]
+    needs_device: ClassVar[bool] = False
+
+    # --- configuration and identity -------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The scorer's configuration: everything that determines its output."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def fingerprint(self) -> str:
+        """A stable hash of the class, its version and its configuration."""
+        payload = {"class": f"{type(self).__module__}.{type(self).__qualname__}", "version": self.version}
+        payload["config"] = self.config()
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def resource_key(self) -> str:
+        """What identifies the loaded resources; scorers sharing it share one loaded copy per process."""
+        return self.fingerprint()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Only configuration travels to workers and into datasets' hash, never a loaded model.
+        return {"version": self.version, **self.config()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state.pop("version", None)
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+
+    # --- resources ---------------------------------------------------------------------------------
+    @abstractmethod
+    def load(self, device: str) -> Any:
+        """Load what scoring needs (tokenizer, model) on `device`. Called once per process."""
+
+    def resources(self, rank: int | None = None) -> Any:
+        device = device_for(rank) if self.needs_device else "cpu"
+        key = (self.resource_key(), device)
+        if key not in _RESOURCES:
+            while len(_RESOURCES) >= _MAX_RESOURCES:
+                _RESOURCES.pop(next(iter(_RESOURCES)))
+            _RESOURCES[key] = self.load(device)
+        return _RESOURCES[key]
+
+    # --- scoring -------------------------------------------------------------------------------------
+    @abstractmethod
+    def score(
+        self, batch: Mapping[str, Sequence[Any]], resources: Any
+    ) -> tuple[dict[str, Sequence[float | None]], list[str | None]]:
+        """Score a batch: (new columns, None or NaN where a row failed; per-row error reasons or None)."""
+
+    def __call__(self, batch: Mapping[str, Sequence[Any]], *extra: Any) -> dict[str, np.ndarray]:
+        """`datasets` calls this with `(batch)`, `(batch, rank)`, `(batch, indices)` or `(batch, indices, rank)`."""
+        indices: Sequence[int] | None = None
+        rank: int | None = None
+        for arg in extra:
+            if isinstance(arg, Sequence):
+                indices = arg
+            else:
+                rank = arg
+        n_rows = len(next(iter(batch.values()))) if batch else 0
+        columns, errors = self.score(batch, self.resources(rank))
+        for name, values in columns.items():
+            if len(values) != n_rows:
+                raise RuntimeError(f"{type(self).__name__} returned {len(values)} values of {name!r} for {n_rows} rows")
+        if self.strict:
+            for i, reason in enumerate(errors):
+                if reason is not None:
+                    where = indices[i] if indices is not None else None
+                    raise RowError(reason if where is not None else f"{reason} (row {i} of this batch)", where)
+        out = {name: np.array(columns[name], dtype=np.float64) for name in self.score_columns}
+        for name, values in out.items():
+            failed = [reason is not None for reason in errors]
+            if np.isnan(values[~np.array(failed, dtype=bool)]).any():
+                raise RuntimeError(f"{type(self).__name__} produced NaN in {name!r} without an error reason")
+            values[np.array(failed, dtype=bool)] = np.nan  # a failed row never keeps a partial score
+        out[self.error_column] = np.array([reason or "" for reason in errors], dtype=object).astype(str)
+        return out
+
+    @property
+    def columns_added(self) -> tuple[str, ...]:
+        return (*self.score_columns, self.error_column)
+
+    def map(self, dataset: Any, *, num_proc: int | None = None, batch_size: int = 1000, **kwargs: Any) -> Any:
+        """`dataset.map(self, batched=True, with_indices=True, with_rank=True, ...)` with a progress label."""
+        kwargs.setdefault("desc", f"hf-select {self.method}")
+        return dataset.map(
+            self,
+            batched=True,
+            with_indices=True,
+            with_rank=True,
+            num_proc=num_proc,
+            batch_size=batch_size,
+            **kwargs,
+        )

@@ -1,0 +1,76 @@
+"""Token length: the study's cheap, stable recipe (select the longest conversations)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..conversation import FormatName, FormatSpec, RowError, batch_turns, detect_format, split_last
+from ..encoding import ConversationEncoder, TemplateName
+from ..tokenizer import load_tokenizer
+from .base import Scorer
+
+
+@dataclass(kw_only=True)
+class TokenLengthScorer(Scorer):
+    """Adds `n_tokens_prompt` (history), `n_tokens_response` (last response) and `n_tokens` (their sum).
+
+    Counts are real token counts of the rendered prompt and response (see `hf_select.encoding`),
+    with the given tokenizer, in one batched call of the fast tokenizer per `map` batch.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict({"conversations": [[{"from": "human", "value": "Hi"},
+        ...                                           {"from": "gpt", "value": "Hello there!"}]]})
+        >>> ds = ds.map(TokenLengthScorer(tokenizer="embedded:smollm2"), batched=True)
+        >>> sorted(c for c in ds.column_names if c.startswith("n_tokens"))
+        ['n_tokens', 'n_tokens_error', 'n_tokens_prompt', 'n_tokens_response']
+    """
+
+    tokenizer: str
+    """A local folder, a Hub model id, or `embedded:smollm2`."""
+    revision: str | None = None
+    template: TemplateName = "auto"
+    format: FormatName | None = None
+    columns: tuple[str, ...] | None = None
+    trust_remote_code: bool = False
+
+    method: ClassVar[str] = "token-length"
+    score_columns: ClassVar[tuple[str, ...]] = ("n_tokens_prompt", "n_tokens_response", "n_tokens")
+    error_column: ClassVar[str] = "n_tokens_error"
+
+    def __post_init__(self) -> None:
+        if self.columns is not None:
+            self.columns = tuple(self.columns)
+
+    def load(self, device: str) -> ConversationEncoder:
+        tokenizer = load_tokenizer(self.tokenizer, self.revision, self.trust_remote_code)
+        return ConversationEncoder(tokenizer, self.template)
+
+    def format_spec(self, column_names: Sequence[str]) -> FormatSpec:
+        return detect_format(column_names, self.format, self.columns)
+
+    def score(
+        self, batch: Mapping[str, Sequence[Any]], resources: ConversationEncoder
+    ) -> tuple[dict[str, list], list[str | None]]:
+        spec = self.format_spec(list(batch))
+        n = len(next(iter(batch.values())))
+        errors: list[str | None] = [None] * n
+        pairs: list[tuple[str, str]] = []
+        ok: list[int] = []
+        for i, turns in enumerate(batch_turns(batch, spec)):
+            try:
+                if isinstance(turns, RowError):
+                    raise turns
+                pairs.append(resources.render(*split_last(turns)))
+                ok.append(i)
+            except RowError as err:
+                errors[i] = err.reason
+        n_prompt, n_response = resources.count(pairs)
+        prompt: list[float | None] = [None] * n
+        response: list[float | None] = [None] * n
+        total: list[float | None] = [None] * n
+        for j, i in enumerate(ok):
+            prompt[i], response[i], total[i] = n_prompt[j], n_response[j], n_prompt[j] + n_response[j]
+        return {"n_tokens_prompt": prompt, "n_tokens_response": response, "n_tokens": total}, errors

@@ -1,0 +1,124 @@
+"""The result of a selector: the subset, the pool indices it keeps, and the record of what was done."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import Dataset
+
+from ..errors import InputError
+from ..record import SelectionRecord
+from .budget import Budget
+
+TOKEN_COLUMN = "n_tokens"
+
+
+@dataclass
+class Selection:
+    """A selected subset. `dataset` keeps the pool's row order; `indices` are pool positions, ascending."""
+
+    dataset: Dataset
+    indices: np.ndarray
+    record: SelectionRecord
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def column_values(ds: Dataset, column: str, *, what: str = "score") -> np.ndarray:
+    """A numeric column as float64, nulls as NaN; a clear error if it is missing or not numeric."""
+    if column not in ds.column_names:
+        raise InputError(f"{what} column {column!r} is not in the dataset; it has {ds.column_names}")
+    array = ds.with_format("arrow")[column]
+    if isinstance(array, pa.Table):
+        array = array.column(0)
+    if not (pa.types.is_integer(array.type) or pa.types.is_floating(array.type) or pa.types.is_boolean(array.type)):
+        raise InputError(f"{what} column {column!r} is {array.type}, not numeric")
+    return pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+
+
+def token_values(ds: Dataset, budget: Budget, token_column: str) -> np.ndarray | None:
+    """The token column when it exists (needed by a token budget, recorded otherwise)."""
+    if token_column in ds.column_names:
+        return column_values(ds, token_column, what="token")
+    if budget.kind == "tokens":
+        raise InputError(
+            f"a token budget needs the {token_column!r} column (run `hf-select score --method token-length` first); "
+            f"the dataset has {ds.column_names}"
+        )
+    return None
+
+
+def ranked(values: np.ndarray, eligible: np.ndarray, *, largest: bool) -> np.ndarray:
+    """Eligible pool indices by value (largest or smallest first), ties in pool order."""
+    idx = np.flatnonzero(eligible)
+    keys = -values[idx] if largest else values[idx]
+    return idx[np.argsort(keys, kind="stable")]
+
+
+def indices_digest(indices: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(indices, dtype="<i8").tobytes()).hexdigest()
+
+
+def source_info(
+    ds: Dataset, name: str | None = None, revision: str | None = None, split: str | None = None
+) -> dict[str, Any]:
+    """Provenance of a pool: name (Hub id or path), revision, split, config, fingerprint, rows."""
+    return {
+        "dataset": name or ds.info.dataset_name,
+        "revision": revision,
+        "split": split or (str(ds.split) if ds.split is not None else None),
+        "config": ds.info.config_name,
+        "fingerprint": ds._fingerprint,
+        "num_rows": len(ds),
+    }
+
+
+def scorer_entries(scorers: Sequence[Any]) -> list[dict[str, Any]]:
+    """Record entries for scorer objects (or ready-made dicts)."""
+    entries = []
+    for scorer in scorers:
+        if isinstance(scorer, dict):
+            entries.append(scorer)
+        else:
+            entries.append({"method": scorer.method, "fingerprint": scorer.fingerprint(), "config": scorer.config()})
+    return entries
+
+
+def finish(
+    pool: Dataset,
+    chosen: np.ndarray,
+    *,
+    method: str,
+    parameters: dict[str, Any],
+    budget: Budget | None,
+    seed: int | None,
+    tokens: np.ndarray | None,
+    source: dict[str, Any] | None,
+    scorers: Sequence[Any],
+) -> Selection:
+    """Build the `Selection` (subset in pool order) and its record from the chosen pool indices."""
+    indices = np.sort(np.asarray(chosen, dtype=np.int64))
+    kept_tokens = int(np.nansum(tokens[indices])) if tokens is not None else None
+    pool_tokens = int(np.nansum(tokens)) if tokens is not None else None
+    record = SelectionRecord(
+        method=method,
+        parameters=parameters,
+        budget={
+            "requested": budget.to_dict() if budget is not None else None,
+            "achieved": {"rows": len(indices), "tokens": kept_tokens},
+        },
+        seed=seed,
+        pool={"rows": len(pool), "tokens": pool_tokens},
+        kept={"rows": len(indices), "tokens": kept_tokens},
+        indices_sha256=indices_digest(indices),
+        source=source if source is not None else source_info(pool),
+        scorers=scorer_entries(scorers),
+    )
+    return Selection(dataset=pool.select(indices), indices=indices, record=record)

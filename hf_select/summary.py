@@ -1,0 +1,66 @@
+"""Side-by-side summaries of a pool and its subsets: rows, tokens, mean turns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from datasets import Dataset
+
+from .conversation import RowError, batch_turns, detect_format
+from .errors import FormatError
+from .select.selection import column_values
+
+
+def describe(ds: Dataset, token_column: str = "n_tokens") -> dict[str, float | int | None]:
+    """Rows, total/mean/median tokens (when `token_column` exists) and mean turns of well-formed rows."""
+    out: dict[str, float | int | None] = {
+        "rows": len(ds),
+        "tokens": None,
+        "mean_tokens": None,
+        "median_tokens": None,
+    }
+    if token_column in ds.column_names:
+        tokens = column_values(ds, token_column, what="token")
+        finite = tokens[~np.isnan(tokens)]
+        if len(finite):
+            out.update(
+                tokens=int(finite.sum()),
+                mean_tokens=float(finite.mean()),
+                median_tokens=float(np.median(finite)),
+            )
+    try:
+        spec = detect_format(ds.column_names)
+    except FormatError:
+        out["mean_turns"] = None
+        return out
+    turns = [
+        len(t)
+        for t in batch_turns(ds.select_columns(list(spec.columns)).to_dict(), spec)
+        if not isinstance(t, RowError)
+    ]
+    out["mean_turns"] = float(np.mean(turns)) if turns else None
+    return out
+
+
+def _fmt(value: float | int | None, decimals: int) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{decimals}f}" if isinstance(value, float) else f"{value:,}"
+
+
+def table(summaries: Mapping[str, Mapping[str, float | int | None]]) -> str:
+    """A plain-text table, one row per named summary."""
+    headers = ["", "rows", "tokens", "mean tokens", "median tokens", "mean turns"]
+    keys = ["rows", "tokens", "mean_tokens", "median_tokens", "mean_turns"]
+    rows = [[name] + [_fmt(s.get(k), 2 if k == "mean_turns" else 1) for k in keys] for name, s in summaries.items()]
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = [
+        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
+    ]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        lines.append(
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        )
+    return "\n".join(lines)

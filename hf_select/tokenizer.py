@@ -1,0 +1,44 @@
+"""Load a tokenizer once per process, from a local folder, a Hub id or an `embedded:` name."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from typing import Any
+
+from . import embedded
+from .errors import InputError
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """`AutoTokenizer.from_pretrained`, cached per process (scorers call it once per worker)."""
+    from transformers import AutoTokenizer
+
+    path = embedded.resolve(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot load tokenizer {name_or_path!r}: {err}") from err
+
+
+def tokenizer_provenance(name_or_path: str, revision: str | None = None) -> dict[str, Any]:
+    """What identifies a tokenizer in a selection record: its name, revision and a content hash."""
+    info: dict[str, Any] = {"name_or_path": name_or_path, "revision": revision}
+    path = embedded.resolve(name_or_path)
+    if os.path.isdir(path):
+        digest = hashlib.sha256()
+        for fname in sorted(os.listdir(path)):
+            if fname.startswith("tokenizer") or fname in ("special_tokens_map.json", "chat_template.jinja"):
+                with open(os.path.join(path, fname), "rb") as f:
+                    digest.update(fname.encode() + b"\0" + f.read())
+        info["sha256"] = digest.hexdigest()
+    else:
+        try:
+            from huggingface_hub import HfApi
+
+            info["commit"] = HfApi().model_info(path, revision=revision).sha
+        except Exception:  # offline or private: the record says it is unknown
+            info["commit"] = None
+    return info
