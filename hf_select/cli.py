@@ -1,8 +1,9 @@
-"""The `hf-select` command line: `score`, `select`, `methods`, `demo`.
+"""The `hf-select` command line: `score`, `select`, `push`, `methods`, `demo`.
 
 Example:
     $ hf-select score data.jsonl --method token-length --tokenizer HuggingFaceTB/SmolLM2-135M-Instruct -o scored
     $ hf-select select scored --method top-k --column n_tokens --budget 1000 --controls 5 -o longest-1000
+    $ hf-select push longest-1000 --repo-id me/sharegpt-longest-1000
 """
 
 from __future__ import annotations
@@ -67,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-column", default="n_tokens")
     p.add_argument("--controls", type=int, default=0, help="also write N random controls of the same size")
     p.add_argument("--with-scores", action="store_true", help="also write the whole scored pool under scores/")
+
+    p = sub.add_parser("push", help="publish a selection folder to a Hub dataset repo in one commit")
+    p.add_argument("folder", help="selection folder written by `hf-select select`")
+    p.add_argument("--repo-id", required=True, help="dataset repo, e.g. me/sharegpt-longest-1000")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--revision", help="branch to push to (created if missing; default main)")
+    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    p.add_argument("--message", help="commit message (default: method, rows and budget of the selection)")
+    p.add_argument("--token", help="Hub token (default: HF_TOKEN or the `hf auth login` cache)")
+    p.add_argument("--dry-run", action="store_true", help="print the card and the files, send nothing")
 
     sub.add_parser("methods", help="list scorers and selectors with their parameters")
 
@@ -156,6 +167,27 @@ def cmd_select(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def cmd_push(args: argparse.Namespace) -> int:
+    from .push import plan_folder, push_folder
+
+    if args.dry_run:
+        readme, files = plan_folder(args.folder, args.repo_id)
+        print(f"README.md (an existing repo's card is merged into it at push time):\n\n{readme}")
+        print(f"Files for one commit to datasets/{args.repo_id} (stale shards under data/, scores/ are deleted):")
+        for path, size in files:
+            print(f"  {path:<48} {size:>14,} bytes")
+        print("\n--dry-run: nothing was sent to the Hub.")
+        return 0
+    info = push_folder(
+        args.folder, args.repo_id, private=args.private, token=args.token, revision=args.revision,
+        create_pr=args.create_pr, commit_message=args.message,
+    )  # fmt: skip
+    print(f"Pushed {args.folder} to datasets/{args.repo_id}: {info.commit_url}")
+    if info.pr_url:
+        print(f"Pull request: {info.pr_url}")
+    return 0
+
+
 def cmd_methods() -> int:
     print("Scorers (hf-select score --method NAME):")
     for name, cls in sorted(SCORERS.items()):
@@ -186,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_select(args, command)
         if args.command == "methods":
             return cmd_methods()
+        if args.command == "push":
+            return cmd_push(args)
         result = run_demo(
             args.output, budget=args.budget, controls=args.controls, seed=args.seed, num_proc=args.num_proc,
             limit=args.limit, overwrite=args.overwrite, command=command,

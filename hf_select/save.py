@@ -45,3 +45,15 @@ def save_selection(
         write_parquet_shards(scores, folder / "scores")
     record.save(folder / "selection.json")
     return folder
+
+
+def load_selection_folder(path: str | os.PathLike[str], config: str = "data") -> Dataset:
+    """The subset (`config="data"`) or the scored pool (`config="scores"`) of a selection folder."""
+    from datasets import load_dataset
+
+    files = sorted(str(p) for p in (Path(path) / config).glob("*.parquet"))
+    if not files:
+        from .errors import InputError
+
+        raise InputError(f"{path} has no {config}/ parquet files")
+    return load_dataset("parquet", data_files=files, split="train")

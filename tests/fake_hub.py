@@ -44,7 +44,7 @@ import threading
 import traceback
 import types
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -146,6 +146,15 @@ class _Fault:
     method: str | None
     body: dict[str, Any] | None
     headers: dict[str, str]
+    after: bool = False
+
+
+@dataclass
+class _Hook:
+    route: str
+    callback: Callable[[RecordedRequest], None]
+    remaining: int | None
+    method: str | None
 
 
 class _HttpError(Exception):
@@ -215,6 +224,7 @@ class FakeHub:
         self.lfs_objects: dict[str, bytes] = {}
         self._repos: dict[tuple[str, str], _Repo] = {}
         self._faults: list[_Fault] = []
+        self._hooks: list[_Hook] = []
         self._lock = threading.RLock()
         self._counter = 0
         self._server: ThreadingHTTPServer | None = None
@@ -257,12 +267,13 @@ class FakeHub:
 
     # ------------------------------------------------------------------ test helpers
     def reset(self) -> None:
-        """Forget all repos, LFS objects, requests and faults."""
+        """Forget all repos, LFS objects, requests, faults and hooks."""
         with self._lock:
             self._repos.clear()
             self.lfs_objects.clear()
             self.clear_log()
             self._faults.clear()
+            self._hooks.clear()
 
     def clear_log(self) -> None:
         """Forget recorded requests and unhandled routes."""
@@ -285,14 +296,35 @@ class FakeHub:
         method: str | None = None,
         body: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        after: bool = False,
     ) -> None:
-        """Answer the next ``times`` (None: all) requests whose path contains ``route`` with ``status``."""
+        """Answer the next ``times`` (None: all) requests whose path contains ``route`` with ``status``.
+
+        ``after=True`` handles the request first (a commit lands) and then answers the failure: a response
+        lost after the server acted, as a gateway timeout does.
+        """
         with self._lock:
-            self._faults.append(_Fault(route, status, times, method and method.upper(), body, dict(headers or {})))
+            fault = _Fault(route, status, times, method and method.upper(), body, dict(headers or {}), after)
+            self._faults.append(fault)
+
+    def on_request(
+        self,
+        route: str,
+        callback: Callable[[RecordedRequest], None],
+        times: int | None = 1,
+        *,
+        method: str | None = None,
+    ) -> None:
+        """Call ``callback(request)`` when the next ``times`` (None: all) requests whose path contains ``route``
+        arrive, before they are handled (e.g. ``external_commit`` on ``/preupload/``: a concurrent writer)."""
+        with self._lock:
+            self._hooks.append(_Hook(route, callback, times, method and method.upper()))
 
     def clear_faults(self) -> None:
+        """Forget injected faults and request hooks."""
         with self._lock:
             self._faults.clear()
+            self._hooks.clear()
 
     def count(self, route: str, method: str | None = None) -> int:
         """Number of recorded requests whose path contains ``route`` (optionally with ``method``)."""
@@ -427,6 +459,16 @@ class FakeHub:
         if self.upload_mode == "lfs":
             return True
         return path.lower().endswith(_LFS_SUFFIXES) or b"\0" in sample or size >= _LFS_MIN_SIZE
+
+    def _take_hooks(self, method: str, path: str) -> list[_Hook]:
+        with self._lock:
+            hooks = [h for h in self._hooks if h.route in path and (h.method is None or h.method == method)]
+            for hook in hooks:
+                if hook.remaining is not None:
+                    hook.remaining -= 1
+                    if hook.remaining <= 0:
+                        self._hooks.remove(hook)
+            return hooks
 
     def _take_fault(self, method: str, path: str) -> _Fault | None:
         with self._lock:
@@ -901,10 +943,15 @@ class _Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         body = self._read_body()
         headers = dict(self.headers.items())
+        request = RecordedRequest(method, path, query, headers, body)
         with hub._lock:
-            hub.requests.append(RecordedRequest(method, path, query, headers, body))
+            hub.requests.append(request)
         try:
+            for hook in hub._take_hooks(method, path):
+                hook.callback(request)  # outside the lock's scope: it may call the hub's helpers
             fault = hub._take_fault(method, path)
+            if fault is not None and fault.after:
+                hub._handle(method, path, query, headers, body)  # acted on; the response is then lost
             if fault is not None:
                 payload = fault.body if fault.body is not None else {"error": f"Injected failure ({fault.status})"}
                 response = _json(payload, fault.status, fault.headers)

@@ -1,0 +1,44 @@
+"""Shared helpers for benchmarks: machine description and writing results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        info["device"] = "cpu"
+    return info
+
+
+def write_results(name: str, figures: dict[str, Any], markdown: str) -> Path:
+    """Write `results/{name}.json` (figures + command + machine + date) and `results/{name}.md`."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "command": " ".join(["python", *sys.argv]),
+        "date": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "machine": machine(),
+        **figures,
+    }
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    header = f"Command: `{payload['command']}`  \nDate: {payload['date']}  \nMachine: {payload['machine']}\n\n"
+    (RESULTS / f"{name}.md").write_text(header + markdown + "\n", encoding="utf-8")
+    return RESULTS / f"{name}.json"

@@ -1,0 +1,239 @@
+"""The `hf-select` command line end to end on a small pool: score, select, methods, demo, and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from datasets import load_from_disk
+
+from hf_select.cli import main
+from hf_select.record import SelectionRecord
+from hf_select.save import load_selection_folder
+
+N_ROWS = 30
+
+
+def _rows() -> list[dict]:
+    rows = []
+    for i in range(N_ROWS):
+        turns = [{"from": "human", "value": f"Question {i}? " + "more " * i}, {"from": "gpt", "value": "ok " * (i + 1)}]
+        if i % 10 == 7:
+            turns = turns[:1]  # last turn is not the assistant's
+        rows.append({"id": f"r{i}", "conversations": turns, "cluster": i % 3, "source": f"src{i % 2}"})
+    return rows
+
+
+@pytest.fixture
+def pool_file(tmp_path: Path) -> Path:
+    path = tmp_path / "pool.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _rows()), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def scored(tmp_path: Path, pool_file: Path, tiny_tokenizer: str) -> Path:
+    out = tmp_path / "scored"
+    assert (
+        main(["score", str(pool_file), "--method", "token-length", "--tokenizer", tiny_tokenizer, "-o", str(out)]) == 0
+    )
+    return out
+
+
+def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err  # progress bars may come first
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("hf-select: error: ")
+    return last
+
+
+def test_score_writes_a_scored_copy_with_provenance(scored: Path, pool_file: Path, tiny_tokenizer: str) -> None:
+    """`score` writes every row in order with counts or NaN + reason, and records scorer and source."""
+    ds = load_from_disk(str(scored))
+    assert ds["id"] == [f"r{i}" for i in range(N_ROWS)]
+    errors = ds["n_tokens_error"]
+    assert [i for i, e in enumerate(errors) if e] == [7, 17, 27]
+    assert all(n == n for n, e in zip(ds["n_tokens"], errors, strict=True) if not e)  # finite where no error
+    provenance = json.loads((scored / "hf_select.json").read_text())
+    assert provenance["source"]["dataset"] == str(pool_file)
+    assert len(provenance["source"]["sha256"]) == 64
+    (entry,) = provenance["scorers"]
+    assert entry["method"] == "token-length" and entry["template"] == "chat"
+    assert entry["config"]["tokenizer"] == tiny_tokenizer and len(entry["tokenizer"]["sha256"]) == 64
+    assert entry["command"].startswith("hf-select score ")
+
+
+def test_select_top_k_with_controls(
+    scored: Path, tmp_path: Path, pool_file: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`select` writes the selection folder and its same-size random controls, with complete records."""
+    out = tmp_path / "longest"
+    argv = ["select", str(scored), "--method", "top-k", "--column", "n_tokens", "--budget", "5", "--controls", "2"]
+    assert main([*argv, "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "random seed 0" in printed and "random seed 1" in printed and str(out) in printed
+
+    subset = load_selection_folder(out)
+    scored_ds = load_from_disk(str(scored))
+    best = sorted(
+        range(N_ROWS), key=lambda i: (-(scored_ds["n_tokens"][i] if not scored_ds["n_tokens_error"][i] else -1), i)
+    )[:5]
+    assert subset["id"] == [f"r{i}" for i in sorted(best)]
+    record = SelectionRecord.load(out)
+    assert record.method == "top-k" and record.kept["rows"] == 5
+    assert record.source["dataset"] == str(pool_file) and record.scorers[0]["method"] == "token-length"
+    assert record.command.startswith("hf-select select ")
+    for seed in (0, 1):
+        control = SelectionRecord.load(Path(f"{out}-controls") / f"seed-{seed}")
+        assert control.method == "random" and control.seed == seed and control.kept["rows"] == 5
+        ids = load_selection_folder(Path(f"{out}-controls") / f"seed-{seed}")["id"]
+        assert not {"r7", "r17", "r27"} & set(ids)  # controls come from the rows the score can pick from
+
+
+@pytest.mark.parametrize(
+    ("extra", "method_kept"),
+    [
+        (["--method", "random", "--budget", "0.2", "--seed", "3"], ("random", 6)),
+        (["--method", "threshold", "--column", "n_tokens", "--min-value", "0"], ("threshold", 27)),
+        (["--method", "within-clusters", "--column", "n_tokens", "--budget", "9"], ("within-clusters", 9)),
+        (["--method", "random", "--budget", "200 tokens", "--column", "n_tokens"], ("random", None)),
+    ],
+)
+def test_select_methods(scored: Path, tmp_path: Path, extra: list[str], method_kept: tuple[str, int | None]) -> None:
+    """Every selector runs from the CLI and records what it did."""
+    out = tmp_path / "sel"
+    assert main(["select", str(scored), *extra, "-o", str(out)]) == 0
+    record = SelectionRecord.load(out)
+    method, kept = method_kept
+    assert record.method == method
+    if kept is not None:
+        assert record.kept["rows"] == kept == len(load_selection_folder(out))
+    else:
+        assert 0 < record.kept["tokens"] <= 200
+
+
+def test_select_can_chain_on_a_selection_folder(scored: Path, tmp_path: Path) -> None:
+    """A selection folder is itself a valid input."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert (
+        main(["select", str(scored), "--method", "top-k", "--column", "n_tokens", "--budget", "10", "-o", str(first)])
+        == 0
+    )
+    assert main(["select", str(first), "--method", "random", "--budget", "3", "-o", str(second)]) == 0
+    assert set(load_selection_folder(second)["id"]) <= set(load_selection_folder(first)["id"])
+
+
+def test_methods_lists_scorers_and_selectors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("token-length", "top-k", "threshold", "random", "within-clusters", "n_tokens_error", "budget"):
+        assert name in out
+
+
+def test_user_errors_are_one_line(
+    scored: Path, pool_file: Path, tmp_path: Path, tiny_tokenizer: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Mistakes print one clear line and exit 2, never a traceback, and never write over the input."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"foo": 1, "bar": "x"}\n')
+    err = _error(
+        capsys,
+        ["score", str(bad), "--method", "token-length", "--tokenizer", tiny_tokenizer, "-o", str(tmp_path / "o1")],
+    )
+    assert "'foo'" in err and "'bar'" in err
+    err = _error(
+        capsys, ["select", str(scored), "--method", "top-k", "--column", "n_tokens", "--budget", "5", "-o", str(scored)]
+    )
+    assert "refusing" in err
+    err = _error(
+        capsys,
+        ["select", str(scored), "--method", "top-k", "--column", "n_tokens", "--budget", "5", "-o", str(scored / "x")],
+    )
+    assert "refusing" in err
+    err = _error(
+        capsys,
+        ["select", str(scored), "--method", "top-k", "--column", "nope", "--budget", "5", "-o", str(tmp_path / "o2")],
+    )
+    assert "'nope'" in err and "n_tokens" in err
+    err = _error(
+        capsys,
+        [
+            "select",
+            str(scored),
+            "--method",
+            "top-k",
+            "--column",
+            "n_tokens",
+            "--budget",
+            "28",
+            "-o",
+            str(tmp_path / "o3"),
+        ],
+    )
+    assert "27" in err  # 27 rows can be selected
+    err = _error(
+        capsys,
+        [
+            "select",
+            str(scored),
+            "--method",
+            "top-k",
+            "--column",
+            "n_tokens",
+            "--budget",
+            "lots",
+            "-o",
+            str(tmp_path / "o4"),
+        ],
+    )
+    assert "'lots'" in err
+    err = _error(
+        capsys,
+        ["select", str(tmp_path / "missing.jsonl"), "--method", "random", "--budget", "1", "-o", str(tmp_path / "o5")],
+    )
+    assert "no such file" in err
+    err = _error(capsys, ["select", str(scored), "--method", "top-k", "--budget", "1", "-o", str(tmp_path / "o6")])
+    assert "--column" in err
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "f").write_text("x")
+    err = _error(capsys, ["select", str(scored), "--method", "random", "--budget", "1", "-o", str(tmp_path / "taken")])
+    assert "--overwrite" in err
+    assert load_from_disk(str(scored)).num_rows == N_ROWS  # the input is untouched
+
+
+def test_console_script_and_demo(tmp_path: Path) -> None:
+    """The installed entry point runs the embedded default (a small slice) end to end."""
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hf_select",
+            "demo",
+            "--limit",
+            "120",
+            "--budget",
+            "20",
+            "--controls",
+            "2",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "longest 20" in proc.stdout and "random seed 1" in proc.stdout
+    for name in ("pool-scored", "longest-20", "random-seed-0", "random-seed-1"):
+        assert (out / name).is_dir()
+    record = SelectionRecord.load(out / "longest-20")
+    assert record.source["dataset"] == "embedded:sharegpt" and record.scorers[0]["template"] == "chat"
+    assert record.kept["rows"] == 20 and record.pool["rows"] == 120
+    version = subprocess.run([sys.executable, "-m", "hf_select", "--version"], capture_output=True, text=True)
+    assert version.stdout.startswith("hf-select ")
