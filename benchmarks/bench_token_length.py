@@ -82,38 +82,56 @@ def main() -> None:
     per_row_rate = per_row_tokens / per_row_s
 
     rows = len(pool)
+
+    def rate(seconds: float) -> dict[str, float]:
+        return {
+            "seconds": round(seconds, 2),
+            "rows_per_s": round(rows / seconds),
+            "tokens_per_s": round(n_tokens / seconds),
+        }
+
     figures = {
         "pool_rows": rows,
         "rendered_rows": len(pairs),
         "tokens": n_tokens,
         "scorer_tokens_counted": scorer_tokens,
         "render_s": round(render_s, 2),
-        "limit": {"seconds": round(limit_s, 2), "rows_per_s": round(rows / limit_s), "tokens_per_s": round(n_tokens / limit_s)},
-        "scorer_num_proc_1": {"seconds": round(one_s, 2), "rows_per_s": round(rows / one_s), "tokens_per_s": round(n_tokens / one_s)},
-        "scorer_num_proc_2": {"seconds": round(two_s, 2), "rows_per_s": round(rows / two_s), "tokens_per_s": round(n_tokens / two_s)},
-        "per_row_loop": {"rows": len(per_row_texts), "seconds": round(per_row_s, 2), "tokens_per_s": round(per_row_rate)},
+        "limit": rate(limit_s),
+        "scorer_num_proc_1": rate(one_s),
+        "scorer_num_proc_2": rate(two_s),
+        "per_row_loop": {
+            "rows": len(per_row_texts),
+            "seconds": round(per_row_s, 2),
+            "tokens_per_s": round(per_row_rate),
+        },
         "ratio_scorer_1_to_limit": round(limit_s / one_s, 3),
         "ratio_scorer_2_to_limit": round(limit_s / two_s, 3),
         "speedup_num_proc_2_over_1": round(one_s / two_s, 3),
         "speedup_scorer_2_over_per_row": round((n_tokens / two_s) / per_row_rate, 2),
     }
     assert scorer_tokens == n_tokens + len(pairs) * len(encoder.prefix_ids), "scorer and limit counted different tokens"
+
+    def line(name: str, seconds: float, n_rows: int, tokens: int) -> str:
+        vs_limit = (tokens / seconds) / (n_tokens / limit_s)
+        return f"| {name} | {seconds:.1f} | {n_rows / seconds:,.0f} | {tokens / seconds:,.0f} | {vs_limit:.2f} |"
+
     md = "\n".join(
         [
             f"Token-length scorer on {rows:,} ShareGPT rows ({n_tokens:,} tokens), SmolLM2 tokenizer, chat template.",
             "",
             "| run | seconds | rows/s | tokens/s | vs limit |",
             "|---|---:|---:|---:|---:|",
-            f"| (a) limit: one `encode_batch_fast` call | {limit_s:.1f} | {rows / limit_s:,.0f} | {n_tokens / limit_s:,.0f} | 1.00 |",
-            f"| scorer, `num_proc=1` | {one_s:.1f} | {rows / one_s:,.0f} | {n_tokens / one_s:,.0f} | {limit_s / one_s:.2f} |",
-            f"| scorer, `num_proc=2` | {two_s:.1f} | {rows / two_s:,.0f} | {n_tokens / two_s:,.0f} | {limit_s / two_s:.2f} |",
-            f"| (b) per-row loop ({len(per_row_texts):,} rows) | {per_row_s:.1f} | "
-            f"{len(per_row_texts) / per_row_s:,.0f} | {per_row_rate:,.0f} | {per_row_rate / (n_tokens / limit_s):.2f} |",
+            line("(a) limit: one `encode_batch_fast` call", limit_s, rows, n_tokens),
+            line("scorer, `num_proc=1`", one_s, rows, n_tokens),
+            line("scorer, `num_proc=2`", two_s, rows, n_tokens),
+            line(f"(b) per-row loop ({len(per_row_texts):,} rows)", per_row_s, len(per_row_texts), per_row_tokens),
         ]
     )
     print(md)
-    print(f"\nnum_proc=2 over num_proc=1: {one_s / two_s:.2f}x; scorer (num_proc=2) over per-row loop: "
-          f"{(n_tokens / two_s) / per_row_rate:.1f}x")
+    print(
+        f"\nnum_proc=2 over num_proc=1: {one_s / two_s:.2f}x; scorer (num_proc=2) over per-row loop: "
+        f"{(n_tokens / two_s) / per_row_rate:.1f}x"
+    )
     print(f"wrote {write_results('token_length', figures, md)}")
 
 
