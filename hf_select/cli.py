@@ -173,7 +173,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     if args.dry_run:
         readme, files = plan_folder(args.folder, args.repo_id)
         print(f"README.md (an existing repo's card is merged into it at push time):\n\n{readme}")
-        print(f"Files for one commit to datasets/{args.repo_id} (stale shards under data/, scores/ are deleted):")
+        print(f"Files for one commit to datasets/{args.repo_id} (plus deletion of stale shards in our config folders):")
         for path, size in files:
             print(f"  {path:<48} {size:>14,} bytes")
         print("\n--dry-run: nothing was sent to the Hub.")

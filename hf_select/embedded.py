@@ -115,12 +115,11 @@ def sharegpt_path() -> Path:
     return target
 
 
-def resolve(name: str) -> str:
-    """Map an `embedded:` name to its local path; any other name is returned unchanged."""
+def resolve(name: str, *, weights: bool = False) -> str:
+    """Map an `embedded:` name to its local path (with model weights when a model is to be loaded);
+    any other name is returned unchanged."""
     if name == SMOLLM2:
-        return str(smollm2_path())
-    if name == SMOLLM2 + "+weights":
-        return str(smollm2_path(with_weights=True))
+        return str(smollm2_path(with_weights=weights))
     if name == SHAREGPT:
         return str(sharegpt_path())
     if name.startswith("embedded:"):

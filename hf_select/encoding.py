@@ -108,3 +108,91 @@ class ConversationEncoder:
         n = len(pairs)
         ids = self._ids([p for p, _ in pairs] + [r for _, r in pairs])
         return [(self.prefix_ids + ids[i], ids[n + i]) for i in range(n)]
+
+
+Segments = list[tuple[str, bool]]  # (text, is_target) in order
+Units = tuple[list[int], list[tuple[int, int]]]  # (ids, target spans)
+
+
+def render_segments(encoder: ConversationEncoder, turns: Sequence[Turn], which: str) -> Segments:
+    """A conversation as alternating context/target text segments.
+
+    `which="last"`: the history, then the last response. `which="all"`: every assistant turn that has
+    something before it is a target, in one sequence (how SFT trains on a conversation); rendering turn
+    by turn must extend the text rendered so far, else `RowError`.
+    """
+    from .conversation import split_last
+
+    history, response = split_last(turns)
+    if which == "last":
+        prompt, target = encoder.render(history, response)
+        return [(prompt, False), (target, True)]
+    if which != "all":
+        raise InputError(f"turns must be 'last' or 'all', got {which!r}")
+    segments: Segments = []
+    consumed = ""
+    for i, turn in enumerate(turns):
+        if turn.role != "assistant" or i == 0 or not turn.text.strip():
+            continue
+        prompt, target = encoder.render(turns[:i], turn.text)
+        if not prompt.startswith(consumed):
+            raise RowError(f"the template renders turns before turn {i} differently once more turns follow")
+        segments += [(prompt[len(consumed) :], False), (target, True)]
+        consumed = prompt + target
+    return segments
+
+
+def assistant_header(encoder: ConversationEncoder) -> list[int]:
+    """Token ids that open an assistant response with no prompt (IFD's unconditioned context).
+
+    Paper: the leading special tokens + `"Assistant: "`. Chat: the template's generation prompt (what
+    it appends after a user turn), preceded by the BOS the template starts with, if it does not
+    already begin with it.
+    """
+    tok = encoder.tokenizer
+    if encoder.template == "paper":
+        return encoder.prefix_ids + encoder._ids(["Assistant: "])[0]
+    probe = [{"role": "user", "content": "x"}]
+    with_prompt = tok.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    without = tok.apply_chat_template(probe, tokenize=False)
+    if not with_prompt.startswith(without):
+        raise InputError("the chat template's generation prompt does not extend the rendered conversation")
+    header = encoder._ids([with_prompt[len(without) :]])[0]
+    bos = getattr(tok, "bos_token", None)
+    bos_id = getattr(tok, "bos_token_id", None)
+    if bos and bos_id is not None and without.startswith(bos) and (not header or header[0] != bos_id):
+        header = [bos_id, *header]
+    return header
+
+
+def encode_segments(encoder: ConversationEncoder, rows: Sequence[Segments]) -> list[Units]:
+    """Tokenise every segment of every row in one batched call; spans are exact by construction."""
+    flat = [text for segments in rows for text, _ in segments]
+    ids = encoder._ids(flat)
+    out: list[Units] = []
+    k = 0
+    for segments in rows:
+        sequence = list(encoder.prefix_ids)
+        spans = []
+        for _, is_target in segments:
+            piece = ids[k]
+            k += 1
+            if is_target and piece:
+                spans.append((len(sequence), len(sequence) + len(piece)))
+            sequence.extend(piece)
+        out.append((sequence, spans))
+    return out
+
+
+def truncate(units: Units, max_length: int) -> Units:
+    """Cut a sequence to `max_length` tokens, keeping the start of the response(s); `RowError` when no
+    target token is left (the prompt alone reaches `max_length`)."""
+    ids, spans = units
+    if len(ids) <= max_length:
+        return units
+    kept = [(s, min(e, max_length)) for s, e in spans if s < max_length]
+    if not kept:
+        raise RowError(
+            f"the prompt alone ({spans[0][0] if spans else len(ids)} tokens) reaches max_length ({max_length})"
+        )
+    return ids[:max_length], kept

@@ -126,12 +126,12 @@ def push_selection(
 
 def message_for(record: SelectionRecord) -> str:
     """`hf-select: top-k selection of 1,000 rows (budget 1,000 rows)`."""
-    rows = record.kept.get("rows")
+    rows = record.kept.get("rows", 0)
     requested = (record.budget or {}).get("requested")
     if not requested:
         budget = "no budget"
     elif requested.get("kind") == "fraction":
-        budget = f"budget {requested['value']:.4g} of the pool"
+        budget = f"budget {requested['value'] * 100:.4g}% of the pool"
     elif requested.get("kind") == "tokens":
         budget = f"budget {requested['value']:,} tokens"
     else:
@@ -202,7 +202,7 @@ def _push(
     operations: list[Any] = [*additions, *(CommitOperationDelete(p) for p in stale)]
     api.preupload_lfs_files(repo_id, additions=additions, repo_type=REPO_TYPE, revision=revision, create_pr=create_pr)
 
-    description = f"Pushed with hf-select from {src.name}/ ({len(additions)} files, {len(stale)} stale files deleted)."
+    description = f"Pushed with hf-select: {len(additions)} files, {len(stale)} stale files deleted."
     ambiguous = False  # a previous attempt may have landed (5xx or dropped connection after sending)
     for attempt in range(max_retries + 1):
         try:
@@ -395,10 +395,7 @@ def _as_list(value: Any) -> list[dict[str, Any]]:
 
 def _default_body(repo_id: str | None) -> str:
     title = repo_id or "Selected subset"
-    return (
-        f"\n# {title}\n\nA subset selected with [hf-select](https://github.com/hf-select/hf-select). "
-        "How it was selected: `selection.json`.\n"
-    )
+    return f"\n# {title}\n\nA subset selected with hf-select. How it was selected: `selection.json`.\n"
 
 
 def _names(configs: Iterable[dict[str, Any]]) -> set[str]:

@@ -1,8 +1,13 @@
 """Scorers: callables for `Dataset.map(scorer, batched=True)` that add score columns."""
 
 from .base import Scorer, device_for
+from .cross_entropy import CrossEntropyScorer
+from .ifd import IFDScorer
+from .selectit import SelectITScorer
 from .token_length import TokenLengthScorer
 
-SCORERS: dict[str, type[Scorer]] = {cls.method: cls for cls in (TokenLengthScorer,)}
+SCORERS: dict[str, type[Scorer]] = {
+    cls.method: cls for cls in (TokenLengthScorer, CrossEntropyScorer, IFDScorer, SelectITScorer)
+}
 
-__all__ = ["SCORERS", "Scorer", "TokenLengthScorer", "device_for"]
+__all__ = ["SCORERS", "CrossEntropyScorer", "IFDScorer", "Scorer", "SelectITScorer", "TokenLengthScorer", "device_for"]

@@ -1,0 +1,194 @@
+"""Tokens/s of the IFD and CE scorers against the naive one-row-per-forward implementation.
+
+The naive baseline is how the study's code works: one forward pass per row (two for IFD) with full
+logits over every position, then the loss over the response positions. Both sides score the very
+same token sequences (the scorer's own encoding), and the benchmark checks they agree.
+
+    python benchmarks/bench_lm_scoring.py --model tiny --rows 2000            # CPU floor: 5x naive
+    python benchmarks/bench_lm_scoring.py --model embedded:smollm2 --rows 64 --max-length 512
+    python benchmarks/bench_lm_scoring.py --model qwen2-0.5b-random --rows 2000  # on a GPU: MFU, memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import write_results
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from hf_select import embedded  # noqa: E402
+from hf_select.encoding import assistant_header  # noqa: E402
+from hf_select.engine import load_engine  # noqa: E402
+from hf_select.pool import load_pool  # noqa: E402
+from hf_select.scorers import CrossEntropyScorer, IFDScorer  # noqa: E402
+
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s
+
+
+def build_model(name: str, workdir: Path) -> str:
+    if name == "tiny":
+        from tiny_model import build_tiny_model, build_tiny_tokenizer
+
+        tok = build_tiny_tokenizer(workdir / "tok")
+        return build_tiny_model(workdir / "model", tok)
+    if name.endswith("-random"):  # a real architecture with random weights: speed does not depend on weights
+        from transformers import AutoConfig, AutoModelForCausalLM, Qwen2Config
+
+        from hf_select.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(embedded.SMOLLM2)
+        config = Qwen2Config(
+            vocab_size=151_936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+            num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768, tie_word_embeddings=True,
+        )  # fmt: skip
+        assert name == "qwen2-0.5b-random", name
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config.to_dict()))
+        model.save_pretrained(workdir / "model")
+        tokenizer.save_pretrained(workdir / "model")
+        return str(workdir / "model")
+    return name
+
+
+def naive_nll(model: torch.nn.Module, ids: list[int], spans: list[tuple[int, int]], device: str) -> tuple[float, int]:
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([ids], device=device)).logits[0].float()
+        logp = torch.log_softmax(logits, dim=-1)
+    total, count = 0.0, 0
+    for start, end in spans:
+        targets = torch.tensor(ids[start:end], device=device)
+        total -= logp[start - 1 : end - 1].gather(-1, targets[:, None]).sum().item()
+        count += end - start
+    return total, count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--max-length", type=int, default=2048)
+    parser.add_argument("--batch-tokens", type=int, default=16384)
+    parser.add_argument("--naive-rows", type=int, help="time the naive loop on the first N rows only")
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    workdir = Path(tempfile.mkdtemp())
+    model_path = build_model(args.model, workdir)
+
+    pool, _, _ = load_pool(embedded.SHAREGPT)
+    pool = pool.select(range(args.rows))
+    common = {"model": model_path, "max_length": args.max_length, "batch_tokens": args.batch_tokens}
+    ce_scorer, ifd_scorer = CrossEntropyScorer(**common), IFDScorer(**common)
+    resources = ce_scorer.resources(0 if device == "cuda" else None)
+    engine = load_engine(model_path, device=resources.engine.device, batch_tokens=args.batch_tokens)
+    kept, units, _ = ce_scorer.units(pool[:], resources.encoder)
+    header = assistant_header(resources.encoder)
+    seq_tokens = sum(len(ids) for ids, _ in units)
+    target_tokens = sum(e - s for _, spans in units for s, e in spans)
+    n_params = engine.n_parameters
+
+    def timed(fn):  # noqa: ANN001, ANN202
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        out = fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return out, time.perf_counter() - t
+
+    ce_out, ce_s = timed(lambda: pool.map(ce_scorer, batched=True, batch_size=1000, load_from_cache_file=False))
+    peak_gb = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+    ifd_out, ifd_s = timed(lambda: pool.map(ifd_scorer, batched=True, batch_size=1000, load_from_cache_file=False))
+
+    naive_n = min(args.naive_rows or len(units), len(units))
+    model = engine.model
+
+    def naive_ce() -> list[float]:
+        return [s / c for s, c in (naive_nll(model, ids, spans, engine.device) for ids, spans in units[:naive_n])]
+
+    def naive_ifd() -> list[float]:
+        out = []
+        for ids, spans in units[:naive_n]:
+            cond_sum, count = naive_nll(model, ids, spans, engine.device)
+            direct_sum = 0.0
+            for start, end in spans:
+                span = [(len(header), len(header) + end - start)]
+                d, _ = naive_nll(model, header + ids[start:end], span, engine.device)
+                direct_sum += d
+            out.append(cond_sum / direct_sum)
+        return out
+
+    naive_ce_vals, naive_ce_s = timed(naive_ce)
+    naive_ifd_vals, naive_ifd_s = timed(naive_ifd)
+    ce_vals = np.array(ce_out["ce"])[kept][:naive_n]
+    ifd_vals = np.array(ifd_out["ifd"])[kept][:naive_n]
+    tolerance = 1e-4 if engine.dtype == torch.float32 else 5e-2
+    ce_diff = float(np.max(np.abs(ce_vals - naive_ce_vals)))
+    ifd_diff = float(np.max(np.abs(ifd_vals - naive_ifd_vals)))
+    assert ce_diff < tolerance and ifd_diff < tolerance, (ce_diff, ifd_diff)
+
+    naive_tokens = sum(len(ids) for ids, _ in units[:naive_n])
+    naive_ifd_tokens = naive_tokens + sum(len(header) + e - s for _, spans in units[:naive_n] for s, e in spans)
+    ifd_tokens = seq_tokens + sum(len(header) + e - s for _, spans in units for s, e in spans)
+    rates = {
+        "ce_tokens_per_s": seq_tokens / ce_s,
+        "ifd_tokens_per_s": ifd_tokens / ifd_s,
+        "naive_ce_tokens_per_s": naive_tokens / naive_ce_s,
+        "naive_ifd_tokens_per_s": naive_ifd_tokens / naive_ifd_s,
+    }
+    figures = {
+        "model": args.model,
+        "parameters": n_params,
+        "device": device,
+        "dtype": str(engine.dtype),
+        "rows": args.rows,
+        "scored_rows": len(units),
+        "max_length": args.max_length,
+        "batch_tokens": args.batch_tokens,
+        "sequence_tokens": seq_tokens,
+        "target_tokens": target_tokens,
+        "naive_rows": naive_n,
+        **{k: round(v, 1) for k, v in rates.items()},
+        "ce_speedup_over_naive": round(rates["ce_tokens_per_s"] / rates["naive_ce_tokens_per_s"], 2),
+        "ifd_speedup_over_naive": round(rates["ifd_tokens_per_s"] / rates["naive_ifd_tokens_per_s"], 2),
+        "max_abs_diff_ce": ce_diff,
+        "max_abs_diff_ifd": ifd_diff,
+    }
+    if device == "cuda":
+        name = torch.cuda.get_device_name(0)
+        peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
+        figures["gpu"] = name
+        figures["peak_memory_gib_ce"] = round(peak_gb, 2)
+        if peak:
+            figures["mfu_ce"] = round(2 * n_params * rates["ce_tokens_per_s"] / peak, 3)
+            figures["mfu_ifd"] = round(2 * n_params * rates["ifd_tokens_per_s"] / peak, 3)
+    lines = [
+        f"{args.model} ({n_params:,} parameters, {engine.dtype}) on {device}: {len(units):,} ShareGPT rows "
+        f"({seq_tokens:,} tokens, max_length {args.max_length}); naive measured on {naive_n:,} rows.",
+        "",
+        "| method | hf-select tokens/s | naive tokens/s | speed-up |",
+        "|---|---:|---:|---:|",
+        f"| CE | {rates['ce_tokens_per_s']:,.0f} | {rates['naive_ce_tokens_per_s']:,.0f} | "
+        f"{figures['ce_speedup_over_naive']:.1f}x |",
+        f"| IFD | {rates['ifd_tokens_per_s']:,.0f} | {rates['naive_ifd_tokens_per_s']:,.0f} | "
+        f"{figures['ifd_speedup_over_naive']:.1f}x |",
+        "",
+        f"Max |hf-select - naive|: CE {ce_diff:.2e}, IFD {ifd_diff:.2e}.",
+    ]
+    if "mfu_ce" in figures:
+        lines.append(f"MFU: CE {figures['mfu_ce']:.1%}, IFD {figures['mfu_ifd']:.1%}; peak memory {peak_gb:.1f} GiB.")
+    md = "\n".join(lines)
+    print(md)
+    safe = args.model.replace("/", "_").replace(":", "_")
+    print(f"wrote {write_results(f'lm_scoring_{safe}_{device}', figures, md)}")
+
+
+if __name__ == "__main__":
+    main()

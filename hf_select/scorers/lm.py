@@ -1,0 +1,107 @@
+"""Shared machinery of the model-based scorers (CE, IFD, SelectIT): configuration, loading, and turning
+rows into token sequences with exact target spans."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..conversation import FormatName, RowError, Turn, batch_turns, detect_format
+from ..encoding import ConversationEncoder, TemplateName, Units, encode_segments, render_segments, truncate
+from ..engine import load_engine
+from ..errors import InputError
+from ..tokenizer import load_tokenizer
+from .base import Scorer
+
+
+@dataclass
+class LMResources:
+    encoder: ConversationEncoder
+    engine: Any  # LocalEngine or a remote backend with the same methods
+
+
+@dataclass(kw_only=True)
+class LMScorer(Scorer):
+    """Base of scorers that run a causal LM over every row."""
+
+    model: str
+    """A local folder, a Hub model id, or `embedded:smollm2`."""
+    revision: str | None = None
+    tokenizer: str | None = None
+    """Defaults to the model's own tokenizer."""
+    template: TemplateName = "auto"
+    turns: Literal["last", "all"] = "last"
+    max_length: int = 4096
+    batch_tokens: int = 16384
+    """Micro-batch budget: rows x padded length per forward pass."""
+    dtype: str = "auto"
+    """`auto`: bfloat16 on GPU, float32 on CPU."""
+    format: FormatName | None = None
+    columns: tuple[str, ...] | None = None
+    trust_remote_code: bool = False
+    backend: Literal["local", "tgi"] = "local"
+    endpoint: str | None = None
+    """URL of the text-generation-inference server for `backend="tgi"`."""
+
+    needs_device = True
+
+    def __post_init__(self) -> None:
+        if self.columns is not None:
+            self.columns = tuple(self.columns)
+        if self.turns not in ("last", "all"):
+            raise InputError(f"turns must be 'last' or 'all', got {self.turns!r}")
+        if self.max_length < 2:
+            raise InputError(f"max_length must be at least 2, got {self.max_length}")
+        if self.backend == "tgi" and not self.endpoint:
+            raise InputError("backend='tgi' needs endpoint= (the server's URL)")
+
+    def load(self, device: str) -> LMResources:
+        return self.resources_for(self.model, device, self.tokenizer)
+
+    def resources_for(self, model: str, device: str, tokenizer_name: str | None = None) -> LMResources:
+        """Tokenizer, encoder and engine for `model` (engines are shared per process)."""
+        tokenizer = load_tokenizer(tokenizer_name or model, self.revision, self.trust_remote_code)
+        if self.backend == "tgi":
+            from ..remote import TGIBackend
+
+            engine: Any = TGIBackend(self.endpoint or "", tokenizer)
+        else:
+            engine = load_engine(
+                model,
+                revision=self.revision,
+                device=device,
+                dtype=self.dtype,
+                batch_tokens=self.batch_tokens,
+                trust_remote_code=self.trust_remote_code,
+            )
+        return LMResources(ConversationEncoder(tokenizer, self.template), engine)
+
+    def conversations(self, batch: Mapping[str, Sequence[Any]]) -> list[list[Turn] | RowError]:
+        return batch_turns(batch, detect_format(list(batch), self.format, self.columns))
+
+    def units(
+        self, batch: Mapping[str, Sequence[Any]], encoder: ConversationEncoder
+    ) -> tuple[list[int], list[Units], list[str | None]]:
+        """(indices of rows that encode, their truncated (ids, spans), per-row errors for the whole batch)."""
+        conversations = self.conversations(batch)
+        errors: list[str | None] = [None] * len(conversations)
+        segments, ok = [], []
+        for i, turns in enumerate(conversations):
+            try:
+                if isinstance(turns, RowError):
+                    raise turns
+                segments.append(render_segments(encoder, turns, self.turns))
+                ok.append(i)
+            except RowError as err:
+                errors[i] = err.reason
+        kept, units = [], []
+        for i, encoded in zip(ok, encode_segments(encoder, segments), strict=True):
+            try:
+                if not encoded[1]:
+                    raise RowError("the response has no tokens")
+                units.append(truncate(encoded, self.max_length))
+                kept.append(i)
+            except RowError as err:
+                errors[i] = err.reason
+        return kept, units, errors

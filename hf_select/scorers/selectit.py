@@ -1,0 +1,155 @@
+"""SelectIT: the model rates each sample with K differently worded prompts (self-reflection)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..conversation import RowError, render_paper_prompt, split_last
+from ..encoding import ConversationEncoder
+from ..errors import InputError
+from .lm import LMResources, LMScorer
+
+RATING_PROMPTS: tuple[str, ...] = (
+    "Please rate, on a scale of 1 to 5, how well the response follows the instruction.",
+    "On a scale from 1 to 5, score how well the answer below satisfies the user's request.",
+    "Rate the quality of the following response to the instruction with a number from 1 (poor) to 5 (excellent).",
+    "How helpful and accurate is the response below? Give a score between 1 and 5.",
+    "Judge whether the assistant's reply fulfils the instruction. "
+    "Answer with a score from 1 (not at all) to 5 (fully).",
+)
+ANSWER_CUE = "\nThe answer is: "
+DIGITS = ("1", "2", "3", "4", "5")
+
+
+def digit_ids(tokenizer: Any) -> list[int]:
+    """The ids of "1".."5" in this tokenizer; each must be one distinct token (never hard-coded)."""
+    ids = []
+    for digit in DIGITS:
+        encoded = tokenizer(digit, add_special_tokens=False)["input_ids"]
+        if len(encoded) != 1:
+            raise InputError(f"the tokenizer splits the digit {digit!r} into {len(encoded)} tokens; SelectIT needs one")
+        ids.append(encoded[0])
+    if len(set(ids)) != len(ids):
+        raise InputError(f"the tokenizer maps the digits 1-5 to non-distinct ids {ids}")
+    return ids
+
+
+def token_score(logprobs: np.ndarray) -> np.ndarray:
+    """Token-level SelectIT score per row from the log-probabilities of "1".."5": `[n, 5] -> [n]`.
+
+    `p` = the five probabilities renormalised to sum 1; `s = (argmax + 1) * mean_j(p_max - p_j)` over
+    the other four digits.
+    """
+    shifted = logprobs - logprobs.max(axis=1, keepdims=True)
+    p = np.exp(shifted)
+    p /= p.sum(axis=1, keepdims=True)
+    best = p.argmax(axis=1)
+    p_max = p[np.arange(len(p)), best]
+    gaps = (p_max[:, None] - p).sum(axis=1) / (p.shape[1] - 1)  # the max's own gap is 0
+    return (best + 1) * gaps
+
+
+def sentence_score(token_scores: np.ndarray, alpha: float) -> np.ndarray:
+    """`S = mean_k(s_k) / (1 + alpha * std_k(s_k))` over the K prompts (population std): `[n, K] -> [n]`."""
+    return token_scores.mean(axis=1) / (1 + alpha * token_scores.std(axis=1))
+
+
+@dataclass(kw_only=True)
+class SelectITScorer(LMScorer):
+    """Adds `selectit`: the sentence-level SelectIT score (model-level with `extra_models`).
+
+    Each of the K `prompts` is followed by the sample (paper format) and `"\\nThe answer is: "`; the
+    next-token probabilities of "1".."5" give a token-level score per prompt, and the K scores give
+    `S = mean / (1 + alpha * std)`. With `extra_models`, S is averaged across models weighted by
+    `model_weights` (default: proportional to parameter count, as in the study). A rating prompt longer
+    than `max_length` gets NaN and a reason.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict({"prompt": ["Say hi."], "response": ["Hi!"]})
+        >>> ds = ds.map(SelectITScorer(model="embedded:smollm2"), batched=True)  # doctest: +SKIP
+        >>> 0 <= ds[0]["selectit"] <= 5  # doctest: +SKIP
+        True
+    """
+
+    prompts: tuple[str, ...] = RATING_PROMPTS
+    alpha: float = 0.2
+    extra_models: tuple[str, ...] = ()
+    model_weights: tuple[float, ...] | None = None
+
+    method: ClassVar[str] = "selectit"
+    score_columns: ClassVar[tuple[str, ...]] = ("selectit",)
+    error_column: ClassVar[str] = "selectit_error"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.prompts, self.extra_models = tuple(self.prompts), tuple(self.extra_models)
+        if not self.prompts:
+            raise InputError("SelectIT needs at least one rating prompt")
+        if self.model_weights is not None:
+            self.model_weights = tuple(self.model_weights)
+            if len(self.model_weights) != 1 + len(self.extra_models):
+                raise InputError("model_weights needs one weight per model (model, then extra_models)")
+
+    def rating_texts(self, encoder: ConversationEncoder, turns: Any) -> list[str]:
+        history, response = split_last(turns)
+        sample = render_paper_prompt(history) + response
+        texts = []
+        for prompt in self.prompts:
+            request = f"{prompt}\n\n{sample}"
+            if encoder.template == "paper":
+                texts.append(request + ANSWER_CUE)
+            else:
+                messages = [{"role": "user", "content": request}]
+                rendered = encoder.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                texts.append(rendered + ANSWER_CUE.lstrip("\n"))
+        return texts
+
+    def _model_scores(self, resources: LMResources, batch: Mapping[str, Sequence[Any]]) -> tuple[np.ndarray, list]:
+        """Sentence-level scores of one model (NaN where a row failed) and per-row errors."""
+        encoder = resources.encoder
+        ids_digits = digit_ids(encoder.tokenizer)
+        errors: list[str | None] = []
+        texts: list[str] = []
+        for turns in self.conversations(batch):
+            try:
+                if isinstance(turns, RowError):
+                    raise turns
+                texts.extend(self.rating_texts(encoder, turns))
+                errors.append(None)
+            except RowError as err:
+                errors.append(err.reason)
+        encoded = [encoder.prefix_ids + ids for ids in encoder._ids(texts)]
+        k = len(self.prompts)
+        ok = [i for i, e in enumerate(errors) if e is None]
+        too_long = set()
+        for j, i in enumerate(ok):
+            longest = max(len(x) for x in encoded[j * k : (j + 1) * k])
+            if longest > self.max_length:
+                errors[i] = f"the rating prompt ({longest} tokens) exceeds max_length ({self.max_length})"
+                too_long.add(j)
+        keep = [j for j in range(len(ok)) if j not in too_long]
+        rows = [encoded[j * k + m] for j in keep for m in range(k)]
+        scores = np.full(len(errors), np.nan)
+        if rows:
+            logprobs = resources.engine.next_token_logprobs(rows, ids_digits)
+            sentence = sentence_score(token_score(logprobs).reshape(len(keep), k), self.alpha)
+            scores[[ok[j] for j in keep]] = sentence
+        return scores, errors
+
+    def score(self, batch: Mapping[str, Sequence[Any]], resources: LMResources) -> tuple[dict[str, list], list]:
+        device = getattr(resources.engine, "device", "cpu")
+        every = [resources, *(self.resources_for(m, device) for m in self.extra_models)]
+        results = [self._model_scores(r, batch) for r in every]
+        sizes = [getattr(r.engine, "n_parameters", None) for r in every]
+        if self.model_weights is None and len(every) > 1 and None in sizes:
+            raise InputError("model-level SelectIT with a remote backend needs model_weights")
+        weights = np.array(self.model_weights or [s or 1 for s in sizes], dtype=np.float64)
+        weights /= weights.sum()
+        combined = sum(w * r[0] for w, r in zip(weights, results, strict=True))
+        errors = [next((r[1][i] for r in results if r[1][i] is not None), None) for i in range(len(results[0][1]))]
+        return {"selectit": [None if e else float(v) for v, e in zip(combined, errors, strict=True)]}, errors
