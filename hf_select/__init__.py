@@ -3,10 +3,11 @@
 __version__ = "0.1.0"
 
 from . import select  # noqa: E402
+from .card import build_card  # noqa: E402
 from .errors import BudgetError, FormatError, HFSelectError, InputError, RowError  # noqa: E402
 from .record import SelectionRecord  # noqa: E402
 from .save import save_selection  # noqa: E402
-from .scorers import SCORERS, Scorer, TokenLengthScorer  # noqa: E402
+from .scorers import SCORERS, CrossEntropyScorer, IFDScorer, Scorer, SelectITScorer, TokenLengthScorer  # noqa: E402
 
 __all__ = [
     "SCORERS",
@@ -15,10 +16,14 @@ __all__ = [
     "HFSelectError",
     "InputError",
     "RowError",
+    "CrossEntropyScorer",
+    "IFDScorer",
     "Scorer",
+    "SelectITScorer",
     "SelectionRecord",
     "TokenLengthScorer",
     "__version__",
+    "build_card",
     "save_selection",
     "select",
 ]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, select
+from .card import fetch_source_card_data
 from .demo import print_demo, run_demo, scorer_entry
 from .errors import HFSelectError, InputError
 from .pool import load_pool, prepare_output, save_scored
@@ -144,22 +145,28 @@ def cmd_select(args: argparse.Namespace, command: str) -> int:
             pool, args.cluster_column, args.column, budget, largest=not args.smallest, **common
         )
     sel.record.command = command
-    save_selection(sel.dataset, out, sel.record, scores=pool if args.with_scores else None)
+    controls = []
+    if args.controls:
+        same_size = Budget("tokens", budget.value) if budget is not None and budget.kind == "tokens" else len(sel)
+        controls = select.random_controls(
+            pool, same_size, n_controls=args.controls, seed=args.seed, column=args.column, **common
+        )
+    card = {"pool": pool, "source_card_data": fetch_source_card_data(source), "token_column": args.token_column}
+    save_selection(
+        sel.dataset, out, sel.record, scores=pool if args.with_scores else None,
+        random_baseline=controls[0] if controls else None, **card,
+    )  # fmt: skip
     summaries = {
         "pool": describe(pool, args.token_column),
         args.method: describe(sel.dataset, args.token_column),
     }
     written = {args.method: out}
-    if args.controls:
-        same_size = Budget("tokens", budget.value) if budget is not None and budget.kind == "tokens" else len(sel)
-        for control in select.random_controls(
-            pool, same_size, n_controls=args.controls, seed=args.seed, column=args.column, **common
-        ):
-            name = f"random seed {control.record.seed}"
-            control.record.command = command
-            folder = prepare_output(Path(f"{out}-controls") / f"seed-{control.record.seed}", [args.input])
-            written[name] = save_selection(control.dataset, folder, control.record)
-            summaries[name] = describe(control.dataset, args.token_column)
+    for control in controls:
+        name = f"random seed {control.record.seed}"
+        control.record.command = command
+        folder = prepare_output(Path(f"{out}-controls") / f"seed-{control.record.seed}", [args.input])
+        written[name] = save_selection(control.dataset, folder, control.record, **card)
+        summaries[name] = describe(control.dataset, args.token_column)
     print(table(summaries))
     print("\nFiles written:")
     for name, path in written.items():

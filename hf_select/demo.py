@@ -46,20 +46,18 @@ def run_demo(
 
     longest = select.top_k(scored, "n_tokens", budget, source=source, scorers=entries)
     longest.record.command = command
-    written[f"longest {budget}"] = save_selection(longest.dataset, out / f"longest-{budget}", longest.record)
+    randoms = select.random_controls(
+        scored, len(longest), n_controls=controls, seed=seed, column="n_tokens", source=source, scorers=entries
+    )
+    written[f"longest {budget}"] = save_selection(
+        longest.dataset, out / f"longest-{budget}", longest.record, pool=scored, random_baseline=randoms[0]
+    )
     summaries = {"pool": describe(scored), f"longest {budget}": describe(longest.dataset)}
-    for control in select.random_controls(
-        scored,
-        len(longest),
-        n_controls=controls,
-        seed=seed,
-        column="n_tokens",
-        source=source,
-        scorers=entries,
-    ):
+    for control in randoms:
         name = f"random seed {control.record.seed}"
         control.record.command = command
-        written[name] = save_selection(control.dataset, out / f"random-seed-{control.record.seed}", control.record)
+        folder = out / f"random-seed-{control.record.seed}"
+        written[name] = save_selection(control.dataset, folder, control.record, pool=scored)
         summaries[name] = describe(control.dataset)
     return {"summaries": summaries, "written": written, "scorer": entries[0]}
 

@@ -117,7 +117,7 @@ def push_selection(
 ) -> CommitInfo:
     """Write the selection folder (`save_selection`) to a temporary directory and `push_folder` it."""
     with tempfile.TemporaryDirectory(prefix="hf-select-push-") as tmp:
-        folder = save_selection(subset, tmp, record, scores=scores)
+        folder = save_selection(subset, tmp, record, scores=scores, repo_id=repo_id)
         return push_folder(
             folder, repo_id, private=private, token=token, revision=revision, create_pr=create_pr,
             commit_message=commit_message or message_for(record),
@@ -146,7 +146,7 @@ def plan_folder(folder: str | os.PathLike[str], repo_id: str | None = None) -> t
     """
     src = Path(folder)
     files = _folder_files(src)
-    readme = _merge_readme(_read_ours(src), None, files, repo_id)[0]
+    readme = _merge_readme(_read_ours(src, repo_id), None, files, repo_id)[0]
     listing = [(path, (len(readme.encode()) if path == "README.md" else (src / path).stat().st_size)) for path in files]
     if "README.md" not in files:
         listing.append(("README.md", len(readme.encode())))
@@ -182,7 +182,7 @@ def _push(
     if "README.md" in remote_files:  # pinned to `head`, the commit we build on (DatasetCard.load has no revision)
         path = api.hf_hub_download(repo_id, "README.md", repo_type=REPO_TYPE, revision=head)
         theirs = DatasetCard.load(path)
-    readme, ours_configs, their_configs = _merge_readme(_read_ours(src), theirs, files, repo_id)
+    readme, ours_configs, their_configs = _merge_readme(_read_ours(src, repo_id), theirs, files, repo_id)
 
     contents: dict[str, Path | bytes] = {path: src / path for path in files}
     contents["README.md"] = readme.encode("utf-8")
@@ -334,9 +334,17 @@ def _conflict(
 
 
 # ---------------------------------------------------------------------------------------------- the card
-def _read_ours(src: Path) -> str | None:
+def _read_ours(src: Path, repo_id: str | None = None) -> str | None:
+    """Our README.md, its `load_dataset` snippet pointed at `repo_id` when given."""
     path = src / "README.md"
-    return path.read_text(encoding="utf-8") if path.is_file() else None
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    if repo_id is None:
+        return text
+    from .card import with_repo_id
+
+    return with_repo_id(text, repo_id)
 
 
 def _split_card(text: str | None) -> tuple[dict[str, Any], str]:
@@ -377,7 +385,9 @@ def _merge_readme(
     infos = [i for i in _as_list(data.get("dataset_info")) if i.get("config_name", "default") not in ours_names]
     infos += _as_list(ours.get("dataset_info"))
 
-    merged = {**data, **{k: v for k, v in ours.items() if k not in ("configs", "dataset_info")}}
+    # "unknown" is our card's placeholder when the source's license is not known: it never replaces a real one.
+    placeholder = {k for k, v in ours.items() if k == "license" and v == "unknown" and data.get(k) not in (None, "")}
+    merged = {**data, **{k: v for k, v in ours.items() if k not in ("configs", "dataset_info", *placeholder)}}
     merged["configs"] = [*their_configs, *ours_configs]
     merged.pop("dataset_info", None)
     if infos:

@@ -1,4 +1,5 @@
-"""Write a selection folder: `data/` parquet shards, `selection.json`, and optionally the scored pool.
+"""Write a selection folder: `data/` parquet shards, `selection.json`, the dataset card (`README.md`,
+`assets/`), and optionally the scored pool (`scores/`).
 
 Example:
     >>> from hf_select import select
@@ -11,11 +12,16 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset
 
 from .record import SelectionRecord
+
+if TYPE_CHECKING:
+    from .select import Selection
 
 MAX_SHARD_BYTES = 500 << 20
 
@@ -37,13 +43,33 @@ def save_selection(
     path: str | os.PathLike[str],
     record: SelectionRecord,
     scores: Dataset | None = None,
+    *,
+    pool: Dataset | None = None,
+    card: bool = True,
+    source_card_data: Mapping[str, Any] | None = None,
+    random_baseline: Dataset | Selection | None = None,
+    repo_id: str | None = None,
+    token_column: str = "n_tokens",
 ) -> Path:
-    """Write `subset` and its record (and the whole scored pool under `scores/`, when given) to `path`."""
+    """Write a selection folder: `data/` (the subset), `selection.json` (the record), `README.md` (the
+    dataset card, with plots under `assets/`) and, when given, the whole scored pool under `scores/`.
+
+    `pool` (default: `scores`) lets the card compare the subset with the pool and a random subset of the
+    same size; `random_baseline` gives that random subset (e.g. the first control written beside it).
+    """
     folder = Path(path)
     write_parquet_shards(subset, folder / "data")
     if scores is not None:
         write_parquet_shards(scores, folder / "scores")
     record.save(folder / "selection.json")
+    if card:
+        from .card import build_card  # matplotlib and jinja only when a card is written
+
+        build_card(
+            subset, record, pool=pool if pool is not None else scores, source_card_data=source_card_data,
+            assets_dir=folder / "assets", random_baseline=random_baseline, repo_id=repo_id,
+            with_scores=scores is not None, token_column=token_column,
+        ).save(folder / "README.md")  # fmt: skip
     return folder
 
 

@@ -54,7 +54,9 @@ def _selection(k: int = 10, n: int = 40, offset: int = 0) -> select.Selection:
 def _folder(tmp_path: Path, name: str = "sel", *, k: int = 10, scores: bool = True, readme: str | None = None) -> Path:
     pool = _pool()
     sel = select.top_k(pool, "n_tokens", k)
-    folder = save_selection(sel.dataset, tmp_path / name, sel.record, scores=pool if scores else None)
+    folder = save_selection(
+        sel.dataset, tmp_path / name, sel.record, scores=pool if scores else None, card=readme is None
+    )
     if readme is not None:
         (folder / "README.md").write_text(readme, encoding="utf-8")
     return folder
@@ -92,10 +94,11 @@ def test_push_selection_round_trip(fake_hub: FakeHub, tmp_path: Path) -> None:
     assert fake_hub.count("/commit/", "POST") == 1  # one atomic commit
     files = fake_hub.files(repo_id)
     assert set(files) == {
-        ".gitattributes", "README.md", "selection.json",
+        ".gitattributes", "README.md", "selection.json", "assets/hist-n_tokens.png",
         "data/train-00000-of-00001.parquet", "scores/train-00000-of-00001.parquet",
     }  # fmt: skip
-    assert commits[-1]["lfs_files"] == ["data/train-00000-of-00001.parquet", "scores/train-00000-of-00001.parquet"]
+    assert set(commits[-1]["lfs_files"]) >= {"data/train-00000-of-00001.parquet", "scores/train-00000-of-00001.parquet"}
+    assert f"load_dataset({repo_id!r}" in files["README.md"].decode()  # the card's snippet names the repo
     assert json.loads(files["selection.json"]) == json.loads(sel.record.to_json())
 
     assert _load(repo_id, tmp_path).to_list() == sel.dataset.to_list()  # same rows, same order

@@ -1,0 +1,1 @@
+"""Dataset card templates (Jinja) and method descriptions, installed as `hf_select.cards` (see pyproject.toml)."""
