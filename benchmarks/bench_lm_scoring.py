@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from hf_select import embedded  # noqa: E402
 from hf_select.encoding import assistant_header  # noqa: E402
-from hf_select.engine import load_engine  # noqa: E402
 from hf_select.pool import load_pool  # noqa: E402
 from hf_select.scorers import CrossEntropyScorer, IFDScorer  # noqa: E402
 
@@ -73,7 +72,7 @@ def main() -> None:
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--max-length", type=int, default=2048)
-    parser.add_argument("--batch-tokens", type=int, default=16384)
+    parser.add_argument("--batch-tokens", type=int, default=32768)
     parser.add_argument("--naive-rows", type=int, help="time the naive loop on the first N rows only")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -86,7 +85,7 @@ def main() -> None:
     common = {"model": model_path, "max_length": args.max_length, "batch_tokens": args.batch_tokens}
     ce_scorer, ifd_scorer = CrossEntropyScorer(**common), IFDScorer(**common)
     resources = ce_scorer.resources(0 if device == "cuda" else None)
-    engine = load_engine(model_path, device=resources.engine.device, batch_tokens=args.batch_tokens)
+    engine = resources.engine
     kept, units, _ = ce_scorer.units(pool[:], resources.encoder)
     header = assistant_header(resources.encoder)
     seq_tokens = sum(len(ids) for ids, _ in units)

@@ -39,6 +39,7 @@ class TargetNLL:
     sum: float
     count: int
     tokens: np.ndarray | None = None  # per-token NLL, in order, when asked for
+    error: str | None = None  # a backend that cannot score this row exactly says why (the row gets NaN)
 
     @property
     def mean(self) -> float:
@@ -81,8 +82,8 @@ class LocalEngine:
         revision: str | None = None,
         device: str = "cpu",
         dtype: str = "auto",
-        batch_tokens: int = 16384,
-        head_chunk: int = 4096,
+        batch_tokens: int = 32768,
+        head_chunk: int = 1024,
         trust_remote_code: bool = False,
     ) -> None:
         import torch
@@ -144,7 +145,9 @@ class LocalEngine:
         hidden = self.decoder(input_ids=ids.to(self.device)).last_hidden_state
         return hidden, [len(rows[i]) for i in batch]
 
-    def nll(self, rows: Sequence[Row], *, shift: bool = True, per_token: bool = False) -> list[TargetNLL]:
+    def nll(
+        self, rows: Sequence[Row], *, shift: bool = True, per_token: bool = False, batch_tokens: int | None = None
+    ) -> list[TargetNLL]:
         """Sum and count of -log p(target token) per row, in the order given.
 
         With `shift=True` (correct) a token at position t is predicted from positions < t; `shift=False`
@@ -158,7 +161,7 @@ class LocalEngine:
                 if not 0 <= start <= end <= len(ids) or (shift and start == 0 and end > 0):
                     raise ValueError(f"row {i}: target span {(start, end)} does not fit a {len(ids)}-token row")
         with torch.inference_mode():
-            for batch in micro_batches([len(s) for s in sequences], self.batch_tokens):
+            for batch in micro_batches([len(s) for s in sequences], batch_tokens or self.batch_tokens):
                 hidden, _ = self._hidden(sequences, batch)
                 rows_at, positions, labels, owners = [], [], [], []
                 for b, i in enumerate(batch):
@@ -184,14 +187,16 @@ class LocalEngine:
                     results[i] = TargetNLL(float(mine.sum()), len(mine), mine.copy() if per_token else None)
         return [r if r is not None else TargetNLL(0.0, 0) for r in results]
 
-    def next_token_logprobs(self, rows: Sequence[Sequence[int]], candidates: Sequence[int]) -> np.ndarray:
+    def next_token_logprobs(
+        self, rows: Sequence[Sequence[int]], candidates: Sequence[int], *, batch_tokens: int | None = None
+    ) -> np.ndarray:
         """log p(candidate | row) for each candidate id, at each row's last position: [n_rows, n_candidates]."""
         torch = self._torch
         out = np.empty((len(rows), len(candidates)), dtype=np.float64)
         cand = torch.as_tensor(list(candidates), dtype=torch.long, device=self.device)
         sequences = [list(r) for r in rows]
         with torch.inference_mode():
-            for batch in micro_batches([len(s) for s in sequences], self.batch_tokens):
+            for batch in micro_batches([len(s) for s in sequences], batch_tokens or self.batch_tokens):
                 hidden, lengths = self._hidden(sequences, batch)
                 last = hidden[torch.arange(len(batch)), torch.as_tensor(lengths) - 1]
                 out[batch] = self._log_probs(last)[:, cand].double().cpu().numpy()
@@ -207,11 +212,10 @@ def load_engine(
     revision: str | None = None,
     device: str = "cpu",
     dtype: str = "auto",
-    batch_tokens: int = 16384,
     trust_remote_code: bool = False,
 ) -> LocalEngine:
     """One engine per (model, revision, device, dtype) per process, shared by every scorer that uses it;
-    at most two models are held at once."""
+    at most two models are held at once. Scorers pass their own `batch_tokens` with each call."""
     key = (model, revision, device, dtype, trust_remote_code)
     if key not in _ENGINES:
         while len(_ENGINES) >= 2:
@@ -219,6 +223,4 @@ def load_engine(
         _ENGINES[key] = LocalEngine(
             model, revision=revision, device=device, dtype=dtype, trust_remote_code=trust_remote_code
         )
-    engine = _ENGINES[key]
-    engine.batch_tokens = batch_tokens
-    return engine
+    return _ENGINES[key]

@@ -38,7 +38,12 @@ class CrossEntropyScorer(LMScorer):
         n = len(errors)
         ce: list[float | None] = [None] * n
         ppl: list[float | None] = [None] * n
-        for i, stats in zip(kept, resources.engine.nll(units, shift=self.shift), strict=True):
+        for i, stats in zip(
+            kept, resources.engine.nll(units, shift=self.shift, batch_tokens=self.batch_tokens), strict=True
+        ):
+            if stats.error is not None:
+                errors[i] = stats.error
+                continue
             ce[i] = stats.mean
             ppl[i] = math.exp(stats.mean) if stats.mean < 700 else math.inf
         return {"ce": ce, "ppl": ppl}, errors

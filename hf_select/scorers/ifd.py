@@ -39,18 +39,26 @@ class IFDScorer(LMScorer):
             for start, end in spans:  # the same (possibly truncated) response ids, after the header alone
                 direct.append((header + ids[start:end], [(len(header), len(header) + end - start)]))
                 owners.append(k)
-        stats = resources.engine.nll(units + direct)  # one call: both passes share the micro-batches
+        stats = resources.engine.nll(
+            units + direct, batch_tokens=self.batch_tokens
+        )  # one call: both passes share the micro-batches
         cond, unconditioned = stats[: len(units)], stats[len(units) :]
         direct_sum = [0.0] * len(units)
         direct_count = [0] * len(units)
+        failed = {k: c.error for k, c in enumerate(cond) if c.error is not None}
         for owner, s in zip(owners, unconditioned, strict=True):
             direct_sum[owner] += s.sum
             direct_count[owner] += s.count
+            if s.error is not None:
+                failed.setdefault(owner, s.error)
         n = len(errors)
         ifd: list[float | None] = [None] * n
         loss_cond: list[float | None] = [None] * n
         loss_direct: list[float | None] = [None] * n
         for k, i in enumerate(kept):
+            if k in failed:
+                errors[i] = failed[k]
+                continue
             assert cond[k].count == direct_count[k], "conditioned and direct passes scored different tokens"
             loss_cond[i] = cond[k].mean
             loss_direct[i] = direct_sum[k] / direct_count[k]

@@ -33,7 +33,7 @@ class LMScorer(Scorer):
     template: TemplateName = "auto"
     turns: Literal["last", "all"] = "last"
     max_length: int = 4096
-    batch_tokens: int = 16384
+    batch_tokens: int = 32768
     """Micro-batch budget: rows x padded length per forward pass."""
     dtype: str = "auto"
     """`auto`: bfloat16 on GPU, float32 on CPU."""
@@ -72,7 +72,6 @@ class LMScorer(Scorer):
                 revision=self.revision,
                 device=device,
                 dtype=self.dtype,
-                batch_tokens=self.batch_tokens,
                 trust_remote_code=self.trust_remote_code,
             )
         return LMResources(ConversationEncoder(tokenizer, self.template), engine)

@@ -136,7 +136,7 @@ class SelectITScorer(LMScorer):
         rows = [encoded[j * k + m] for j in keep for m in range(k)]
         scores = np.full(len(errors), np.nan)
         if rows:
-            logprobs = resources.engine.next_token_logprobs(rows, ids_digits)
+            logprobs = resources.engine.next_token_logprobs(rows, ids_digits, batch_tokens=self.batch_tokens)
             sentence = sentence_score(token_score(logprobs).reshape(len(keep), k), self.alpha)
             scores[[ok[j] for j in keep]] = sentence
         return scores, errors
