@@ -19,11 +19,13 @@ from typing import Any
 
 from . import __version__, select
 from .card import fetch_source_card_data
-from .demo import print_demo, run_demo, scorer_entry
+from .conversation import detect_format
+from .demo import print_demo, run_demo
 from .errors import HFSelectError, InputError
+from .estimate import estimate, format_estimate
 from .pool import load_pool, prepare_output, save_scored
 from .save import save_selection
-from .scorers import SCORERS, TokenLengthScorer
+from .scorers import SCORERS, Scorer
 from .select import Budget
 from .summary import describe, table
 
@@ -33,8 +35,8 @@ def _add_input(p: argparse.ArgumentParser) -> None:
         "input", help="Hub dataset id, save_to_disk folder, selection folder, or json/jsonl/parquet/csv file"
     )
     p.add_argument("--split", help="split to use (default: the only split, else 'train')")
-    p.add_argument("--revision", dest="data_revision", help="Hub dataset revision")
-    p.add_argument("--config", dest="data_config", help="Hub dataset config name")
+    p.add_argument("--data-revision", help="Hub dataset revision")
+    p.add_argument("--data-config", help="Hub dataset config name")
     p.add_argument("-o", "--output", required=True, help="output folder (never the input)")
     p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
 
@@ -47,14 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="add score columns to a dataset")
     _add_input(p)
     p.add_argument("--method", required=True, choices=sorted(SCORERS))
-    p.add_argument("--tokenizer", required=True, help="tokenizer path, Hub id or embedded:smollm2")
-    p.add_argument("--tokenizer-revision", help="tokenizer revision on the Hub")
+    p.add_argument("--model", help="model path, Hub id or embedded:smollm2 (ce, ifd, selectit)")
+    p.add_argument("--tokenizer", help="tokenizer path or Hub id (default: the model's)")
+    p.add_argument("--revision", help="model / tokenizer revision on the Hub")
     p.add_argument("--template", default="auto", choices=["auto", "paper", "chat"])
+    p.add_argument("--turns", choices=["last", "all"], help="score the last assistant turn (default) or all")
+    p.add_argument("--max-length", type=int, help="truncate rows to this many tokens (default 4096)")
+    p.add_argument("--batch-tokens", type=int, help="rows x padded length per forward pass (default 32768)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--no-shift", dest="shift", action="store_false", default=None, help="ce: the study's bug")
+    p.add_argument("--alpha", type=float, help="selectit: sentence-level alpha (default 0.2)")
+    p.add_argument("--extra-models", help="selectit: comma-separated extra models for the model-level score")
+    p.add_argument("--backend", choices=["local", "tgi"], help="where the model runs (default local)")
+    p.add_argument("--endpoint", help="text-generation-inference URL for --backend tgi")
+    p.add_argument("--trust-remote-code", action="store_true", default=None)
     p.add_argument("--format", choices=["sharegpt", "messages", "alpaca", "prompt_response"])
     p.add_argument("--columns", help="comma-separated columns for --format (e.g. question,answer)")
     p.add_argument("--num-proc", type=int, help="worker processes (one per GPU for model scorers)")
     p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--strict", action="store_true", help="stop at the first bad row instead of NaN + reason")
+    p.add_argument("--strict", action="store_true", default=None, help="stop at the first bad row")
+    p.add_argument("--dry-run", action="store_true", help="time a short probe and estimate the run; write nothing")
+    p.add_argument("--probe-rows", type=int, default=64, help="rows the --dry-run probe scores")
 
     p = sub.add_parser("select", help="select a subset of a scored dataset by a budget")
     _add_input(p)
@@ -93,28 +108,66 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_score(args: argparse.Namespace, command: str) -> int:
-    out = prepare_output(args.output, [args.input], overwrite=args.overwrite)
+def build_scorer(args: argparse.Namespace) -> Scorer:
+    """The scorer named by `--method`, configured from the flags that are its dataclass fields."""
+    cls = SCORERS[args.method]
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if args.columns and not args.format:
         raise InputError("--columns needs --format")
+    if args.columns:
+        values["columns"] = tuple(args.columns.split(","))
+    if args.extra_models:
+        values["extra_models"] = tuple(args.extra_models.split(","))
+    if "model" in names and not args.model:
+        raise InputError(f"--method {args.method} needs --model")
+    if args.method == "token-length":
+        values["tokenizer"] = args.tokenizer or args.model
+        values.pop("model", None)
+        if not values["tokenizer"]:
+            raise InputError("--method token-length needs --tokenizer (or --model)")
+    unused = [
+        f"--{n.replace('_', '-')}"
+        for n in (
+            "model",
+            "turns",
+            "max_length",
+            "batch_tokens",
+            "dtype",
+            "shift",
+            "alpha",
+            "extra_models",
+            "backend",
+            "endpoint",
+        )
+        if getattr(args, n, None) is not None and n not in names
+    ]
+    if unused:
+        raise InputError(f"--method {args.method} does not take {', '.join(unused)}")
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise InputError(f"invalid options for --method {args.method}: {err}") from err
+
+
+def cmd_score(args: argparse.Namespace, command: str) -> int:
+    scorer = build_scorer(args)
+    if not args.dry_run:
+        out = prepare_output(args.output, [args.input], overwrite=args.overwrite)
     pool, source, scorers = load_pool(
         args.input, split=args.split, revision=args.data_revision, config=args.data_config
     )
-    scorer = TokenLengthScorer(
-        tokenizer=args.tokenizer,
-        revision=args.tokenizer_revision,
-        template=args.template,
-        format=args.format,
-        columns=tuple(args.columns.split(",")) if args.columns else None,
-        strict=args.strict,
-    )
-    scorer.format_spec(pool.column_names)  # fail now, naming the columns, rather than inside a worker
+    detect_format(pool.column_names, scorer.format, scorer.columns)  # fail now, naming the columns
+    if args.dry_run:
+        print(format_estimate(estimate(scorer, pool, probe_rows=args.probe_rows, num_proc=args.num_proc)))
+        return 0
     scored = scorer.map(pool, num_proc=args.num_proc, batch_size=args.batch_size)
-    entry = {**scorer_entry(scorer), "command": command}
+    entry = {**scorer.describe(), "command": command}
     save_scored(scored, out, source=source, scorers=[*scorers, entry])
     errors = sum(1 for e in scored[scorer.error_column] if e)
     print(table({"scored": describe(scored)}))
-    print(f"\n{errors:,} rows could not be scored (reason in '{scorer.error_column}')." if errors else "")
+    if errors:
+        print(f"\n{errors:,} rows could not be scored (reason in '{scorer.error_column}').")
     print(f"Wrote {out}")
     return 0
 

@@ -41,7 +41,7 @@ def run_demo(
         source.update(num_rows=len(pool), fingerprint=pool._fingerprint, limit=limit)
     scorer = TokenLengthScorer(tokenizer=embedded.SMOLLM2)
     scored = scorer.map(pool, num_proc=num_proc)
-    entries = [scorer_entry(scorer)]
+    entries = [scorer.describe()]
     written = {"scored pool": save_scored(scored, out / "pool-scored", source=source, scorers=entries)}
 
     longest = select.top_k(scored, "n_tokens", budget, source=source, scorers=entries)
@@ -60,21 +60,6 @@ def run_demo(
         written[name] = save_selection(control.dataset, folder, control.record, pool=scored)
         summaries[name] = describe(control.dataset)
     return {"summaries": summaries, "written": written, "scorer": entries[0]}
-
-
-def scorer_entry(scorer: TokenLengthScorer) -> dict[str, Any]:
-    """The record entry of a tokenizer-based scorer: config plus tokenizer provenance and resolved template."""
-    from .encoding import resolve_template
-    from .tokenizer import load_tokenizer, tokenizer_provenance
-
-    tokenizer = load_tokenizer(scorer.tokenizer, scorer.revision, scorer.trust_remote_code)
-    return {
-        "method": scorer.method,
-        "fingerprint": scorer.fingerprint(),
-        "config": scorer.config(),
-        "tokenizer": tokenizer_provenance(scorer.tokenizer, scorer.revision),
-        "template": resolve_template(tokenizer, scorer.template),
-    }
 
 
 def print_demo(result: dict[str, Any], file: Any = sys.stdout) -> None:

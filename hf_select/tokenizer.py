@@ -42,3 +42,29 @@ def tokenizer_provenance(name_or_path: str, revision: str | None = None) -> dict
         except Exception:  # offline or private: the record says it is unknown
             info["commit"] = None
     return info
+
+
+def model_provenance(name_or_path: str, revision: str | None = None) -> dict[str, Any]:
+    """What identifies a model in a selection record: name, revision, and the Hub commit or, for a local
+    folder, the sha256 of its config and the names and sizes of its weight files (hashing gigabytes of
+    weights on every run would cost more than it tells)."""
+    info: dict[str, Any] = {"name_or_path": name_or_path, "revision": revision}
+    path = embedded.resolve(name_or_path)
+    if os.path.isdir(path):
+        config = os.path.join(path, "config.json")
+        if os.path.exists(config):
+            with open(config, "rb") as f:
+                info["config_sha256"] = hashlib.sha256(f.read()).hexdigest()
+        info["weights"] = {
+            f: os.path.getsize(os.path.join(path, f))
+            for f in sorted(os.listdir(path))
+            if f.endswith((".safetensors", ".bin", ".gguf"))
+        }
+    else:
+        try:
+            from huggingface_hub import HfApi
+
+            info["commit"] = HfApi().model_info(path, revision=revision).sha
+        except Exception:  # offline or private: the record says it is unknown
+            info["commit"] = None
+    return info

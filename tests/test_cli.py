@@ -237,3 +237,76 @@ def test_console_script_and_demo(tmp_path: Path) -> None:
     assert record.kept["rows"] == 20 and record.pool["rows"] == 120
     version = subprocess.run([sys.executable, "-m", "hf_select", "--version"], capture_output=True, text=True)
     assert version.stdout.startswith("hf-select ")
+
+
+def test_score_with_a_model_scorer_and_select_by_it(
+    pool_file: Path, tmp_path: Path, tiny_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`score --method ifd --model` runs the LM engine and records the model; `select` can then use `ifd`."""
+    out = tmp_path / "ifd"
+    argv = ["score", str(pool_file), "--method", "ifd", "--model", tiny_model, "--template", "paper"]
+    assert main([*argv, "--max-length", "64", "--batch-tokens", "256", "-o", str(out)]) == 0
+    ds = load_from_disk(str(out))
+    assert [i for i, e in enumerate(ds["ifd_error"]) if e] == [7, 17, 27]
+    entry = json.loads((out / "hf_select.json").read_text())["scorers"][0]
+    assert entry["method"] == "ifd" and entry["template"] == "paper"
+    assert entry["config"]["max_length"] == 64 and entry["config"]["batch_tokens"] == 256
+    assert len(entry["model"]["config_sha256"]) == 64 and entry["model"]["weights"]
+    below_one = [i for i, v in enumerate(ds["ifd"]) if v <= 1.0]  # Cherry LLM drops IFD > 1
+    assert below_one  # the tiny random model still gives some
+    sel = tmp_path / "sel"
+    argv = ["select", str(out), "--method", "top-k", "--column", "ifd", "--max-value", "1.0"]
+    assert main([*argv, "--budget", str(len(below_one)), "-o", str(sel)]) == 0
+    assert load_selection_folder(sel)["id"] == [f"r{i}" for i in below_one]
+    assert SelectionRecord.load(sel).scorers[0]["method"] == "ifd"
+
+
+def test_score_dry_run_estimates_and_writes_nothing(
+    pool_file: Path, tmp_path: Path, tiny_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--dry-run` prints rows, tokens and an estimated time from a timed probe, and writes no output."""
+    out = tmp_path / "never"
+    argv = ["score", str(pool_file), "--method", "ce", "--model", tiny_model, "--dry-run", "--probe-rows", "8"]
+    assert main([*argv, "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"ce on {N_ROWS} rows" in printed and "estimated time" in printed and "probe: 8 random rows" in printed
+    assert not out.exists()
+
+
+def test_score_option_mistakes(
+    pool_file: Path, tmp_path: Path, tiny_tokenizer: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "o")
+    assert "needs --model" in _error(capsys, ["score", str(pool_file), "--method", "ce", "-o", out])
+    err = _error(
+        capsys,
+        [
+            "score",
+            str(pool_file),
+            "--method",
+            "token-length",
+            "--tokenizer",
+            tiny_tokenizer,
+            "--turns",
+            "all",
+            "-o",
+            out,
+        ],
+    )
+    assert "does not take --turns" in err
+    err = _error(
+        capsys,
+        [
+            "score",
+            str(pool_file),
+            "--method",
+            "token-length",
+            "--tokenizer",
+            tiny_tokenizer,
+            "--columns",
+            "a",
+            "-o",
+            out,
+        ],
+    )
+    assert "--columns needs --format" in err

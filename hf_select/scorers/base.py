@@ -40,6 +40,18 @@ _RESOURCES: dict[tuple[str, str], Any] = {}  # (resource key, device) -> resourc
 _MAX_RESOURCES = 2
 
 
+def use_cuda_safe_start_method() -> bool:
+    """With CUDA present, make `datasets`' worker processes start with `spawn`: a forked worker cannot use
+    CUDA once the parent has touched it (datasets #6435). Returns whether it changed anything."""
+    import multiprocess
+    import torch
+
+    if not torch.cuda.is_available() or multiprocess.get_start_method(allow_none=True) == "spawn":
+        return False
+    multiprocess.set_start_method("spawn", force=True)
+    return True
+
+
 def device_for(rank: int | None) -> str:
     """`cuda:{rank % n_gpus}` when CUDA is available (rank None means 0), else `cpu`."""
     import torch
@@ -72,6 +84,11 @@ class Scorer(ABC):
         payload = {"class": f"{type(self).__module__}.{type(self).__qualname__}", "version": self.version}
         payload["config"] = self.config()
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        """The scorer's entry in a selection record: method, fingerprint, configuration, and provenance
+        of what it loads (subclasses add tokenizer / model revisions and the resolved template)."""
+        return {"method": self.method, "fingerprint": self.fingerprint(), "config": self.config()}
 
     def resource_key(self) -> str:
         """What identifies the loaded resources; scorers sharing it share one loaded copy per process."""

@@ -8,11 +8,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..conversation import FormatName, RowError, Turn, batch_turns, detect_format
-from ..encoding import ConversationEncoder, TemplateName, Units, encode_segments, render_segments, truncate
+from ..encoding import (
+    ConversationEncoder,
+    TemplateName,
+    Units,
+    encode_segments,
+    render_segments,
+    resolve_template,
+    truncate,
+)
 from ..engine import load_engine
 from ..errors import InputError
-from ..tokenizer import load_tokenizer
-from .base import Scorer
+from ..tokenizer import load_tokenizer, model_provenance, tokenizer_provenance
+from .base import Scorer, use_cuda_safe_start_method
 
 
 @dataclass
@@ -55,6 +63,8 @@ class LMScorer(Scorer):
             raise InputError(f"max_length must be at least 2, got {self.max_length}")
         if self.backend == "tgi" and not self.endpoint:
             raise InputError("backend='tgi' needs endpoint= (the server's URL)")
+        if self.backend == "local":
+            use_cuda_safe_start_method()  # so that ds.map(scorer, num_proc=n_gpus, with_rank=True) just works
 
     def load(self, device: str) -> LMResources:
         return self.resources_for(self.model, device, self.tokenizer)
@@ -75,6 +85,18 @@ class LMScorer(Scorer):
                 trust_remote_code=self.trust_remote_code,
             )
         return LMResources(ConversationEncoder(tokenizer, self.template), engine)
+
+    def describe(self) -> dict[str, Any]:
+        tokenizer = load_tokenizer(self.tokenizer or self.model, self.revision, self.trust_remote_code)
+        models = [self.model, *getattr(self, "extra_models", ())]
+        return {
+            **super().describe(),
+            "model": [model_provenance(m, self.revision) for m in models]
+            if len(models) > 1
+            else model_provenance(self.model, self.revision),
+            "tokenizer": tokenizer_provenance(self.tokenizer or self.model, self.revision),
+            "template": resolve_template(tokenizer, self.template),
+        }
 
     def conversations(self, batch: Mapping[str, Sequence[Any]]) -> list[list[Turn] | RowError]:
         return batch_turns(batch, detect_format(list(batch), self.format, self.columns))

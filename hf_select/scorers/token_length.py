@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..conversation import FormatName, FormatSpec, RowError, batch_turns, detect_format, split_last
-from ..encoding import ConversationEncoder, TemplateName
-from ..tokenizer import load_tokenizer
+from ..encoding import ConversationEncoder, TemplateName, resolve_template
+from ..tokenizer import load_tokenizer, tokenizer_provenance
 from .base import Scorer
 
 
@@ -47,6 +47,14 @@ class TokenLengthScorer(Scorer):
     def load(self, device: str) -> ConversationEncoder:
         tokenizer = load_tokenizer(self.tokenizer, self.revision, self.trust_remote_code)
         return ConversationEncoder(tokenizer, self.template)
+
+    def describe(self) -> dict[str, Any]:
+        tokenizer = load_tokenizer(self.tokenizer, self.revision, self.trust_remote_code)
+        return {
+            **super().describe(),
+            "tokenizer": tokenizer_provenance(self.tokenizer, self.revision),
+            "template": resolve_template(tokenizer, self.template),
+        }
 
     def format_spec(self, column_names: Sequence[str]) -> FormatSpec:
         return detect_format(column_names, self.format, self.columns)
