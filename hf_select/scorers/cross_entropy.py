@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..errors import InputError
 from .lm import LMResources, LMScorer
 
 
@@ -28,6 +29,11 @@ class CrossEntropyScorer(LMScorer):
     """
 
     shift: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.shift and self.backend != "local":
+            raise InputError("shift=False (the study's bug) needs backend='local'")
 
     method: ClassVar[str] = "ce"
     score_columns: ClassVar[tuple[str, ...]] = ("ce", "ppl")

@@ -48,9 +48,9 @@ class LMScorer(Scorer):
     format: FormatName | None = None
     columns: tuple[str, ...] | None = None
     trust_remote_code: bool = False
-    backend: Literal["local", "tgi"] = "local"
+    backend: Literal["local", "tgi", "vllm"] = "local"
     endpoint: str | None = None
-    """URL of the text-generation-inference server for `backend="tgi"`."""
+    """Server URL for `backend="tgi"` (text-generation-inference) or `"vllm"` (OpenAI-compatible vLLM)."""
 
     needs_device = True
 
@@ -61,8 +61,10 @@ class LMScorer(Scorer):
             raise InputError(f"turns must be 'last' or 'all', got {self.turns!r}")
         if self.max_length < 2:
             raise InputError(f"max_length must be at least 2, got {self.max_length}")
-        if self.backend == "tgi" and not self.endpoint:
-            raise InputError("backend='tgi' needs endpoint= (the server's URL)")
+        if self.backend not in ("local", "tgi", "vllm"):
+            raise InputError(f"backend must be 'local', 'tgi' or 'vllm', got {self.backend!r}")
+        if self.backend != "local" and not self.endpoint:
+            raise InputError(f"backend={self.backend!r} needs endpoint= (the server's URL)")
         if self.backend == "local":
             use_cuda_safe_start_method()  # so that ds.map(scorer, num_proc=n_gpus, with_rank=True) just works
 
@@ -76,6 +78,10 @@ class LMScorer(Scorer):
             from ..remote import TGIBackend
 
             engine: Any = TGIBackend(self.endpoint or "", tokenizer)
+        elif self.backend == "vllm":
+            from ..remote import VLLMBackend
+
+            engine = VLLMBackend(self.endpoint or "", tokenizer)
         else:
             engine = load_engine(
                 model,

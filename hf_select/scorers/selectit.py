@@ -90,6 +90,8 @@ class SelectITScorer(LMScorer):
         self.prompts, self.extra_models = tuple(self.prompts), tuple(self.extra_models)
         if not self.prompts:
             raise InputError("SelectIT needs at least one rating prompt")
+        if self.extra_models and self.backend != "local":
+            raise InputError("extra_models needs backend='local' (one endpoint serves one model)")
         if self.model_weights is not None:
             self.model_weights = tuple(self.model_weights)
             if len(self.model_weights) != 1 + len(self.extra_models):
