@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from datasets import load_from_disk
@@ -310,3 +312,18 @@ def test_score_option_mistakes(
         ],
     )
     assert "--columns needs --format" in err
+
+
+def test_example_score_select_push_runs_against_the_hub_endpoint(fake_hub: Any, tmp_path: Path) -> None:
+    """examples/score_select_push.py scores, selects and publishes to HF_ENDPOINT (here the loopback fake)."""
+    repo_id = fake_hub.new_repo_id("example")
+    script = Path(__file__).resolve().parents[1] / "examples" / "score_select_push.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), repo_id, "--rows", "60", "--budget", "10"],
+        capture_output=True, text=True, timeout=600, env={**os.environ},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"pushed 10 rows to {repo_id}" in proc.stdout
+    files = fake_hub.files(repo_id)
+    assert {"README.md", "selection.json", "data/train-00000-of-00001.parquet"} <= set(files)
+    assert "scores/train-00000-of-00001.parquet" in files and len(fake_hub.commits(repo_id)) == 2
