@@ -50,26 +50,31 @@ def main() -> None:
     texts = [p for p, _ in pairs] + [r for _, r in pairs]
     backend = encoder.tokenizer.backend_tokenizer
 
-    backend.encode_batch_fast(texts[: len(texts) // 4], add_special_tokens=False)  # warm-up, fills BPE caches
-
     def limit() -> tuple[float, int]:
         t = time.perf_counter()
         n = sum(len(e) for e in backend.encode_batch_fast(texts, add_special_tokens=False))
         return time.perf_counter() - t, n
 
     def scorer_run(num_proc: int | None) -> tuple[float, int]:
+        scorer = TokenLengthScorer(tokenizer=tokenizer_path)
         t = time.perf_counter()
-        out = pool.map(
-            TokenLengthScorer(tokenizer=tokenizer_path), batched=True, num_proc=num_proc, load_from_cache_file=False
-        )
+        out = pool.map(scorer, batched=True, num_proc=num_proc, load_from_cache_file=False)
         elapsed = time.perf_counter() - t
         return elapsed, int(sum(x for x in out["n_tokens"] if x == x))
 
-    limit_s, n_tokens = limit()
-    one_s, scorer_tokens = scorer_run(None)
+    # Order matters: once this process has encoded with the Rust thread pool, `tokenizers` disables that
+    # pool in forked children. So the forked num_proc=2 run comes first, while the parent has only
+    # loaded the tokenizer (TokenLengthScorer.preload: the workers inherit it instead of reloading).
+    TokenLengthScorer(tokenizer=tokenizer_path).preload()
     two_s, _ = scorer_run(2)
-    limit2_s, _ = limit()  # again after the scorer runs, so machine drift shows up on both sides
-    limit_s = min(limit_s, limit2_s)
+    one_s, scorer_tokens = scorer_run(None)
+    limit_s, n_tokens = limit()
+    two_again_s, _ = scorer_run(2)  # after the parent encoded: each worker tokenizes on one thread
+    one_again_s, _ = scorer_run(None)
+    limit_again_s, _ = limit()
+    # num_proc 2 vs 1: the first runs, both with a cold tokenizer cache and full parallelism.
+    # Scorer vs limit: the best warm num_proc=1 run against the best limit run.
+    best_one_s, limit_s = min(one_s, one_again_s), min(limit_s, limit_again_s)
 
     per_row_texts = pairs[: args.per_row_rows] if args.per_row_rows else pairs
     t = time.perf_counter()
@@ -99,12 +104,14 @@ def main() -> None:
         "limit": rate(limit_s),
         "scorer_num_proc_1": rate(one_s),
         "scorer_num_proc_2": rate(two_s),
+        "scorer_num_proc_2_after_parent_encoded": rate(two_again_s),
         "per_row_loop": {
             "rows": len(per_row_texts),
             "seconds": round(per_row_s, 2),
             "tokens_per_s": round(per_row_rate),
         },
-        "ratio_scorer_1_to_limit": round(limit_s / one_s, 3),
+        "scorer_num_proc_1_best": rate(best_one_s),
+        "ratio_scorer_1_to_limit": round(limit_s / best_one_s, 3),
         "ratio_scorer_2_to_limit": round(limit_s / two_s, 3),
         "speedup_num_proc_2_over_1": round(one_s / two_s, 3),
         "speedup_scorer_2_over_per_row": round((n_tokens / two_s) / per_row_rate, 2),
@@ -122,8 +129,10 @@ def main() -> None:
             "| run | seconds | rows/s | tokens/s | vs limit |",
             "|---|---:|---:|---:|---:|",
             line("(a) limit: one `encode_batch_fast` call", limit_s, rows, n_tokens),
-            line("scorer, `num_proc=1`", one_s, rows, n_tokens),
-            line("scorer, `num_proc=2`", two_s, rows, n_tokens),
+            line("scorer, `num_proc=1`, first run", one_s, rows, n_tokens),
+            line("scorer, `num_proc=2`, first run", two_s, rows, n_tokens),
+            line("scorer, `num_proc=1`, best (warm)", best_one_s, rows, n_tokens),
+            line("scorer, `num_proc=2`, after the parent encoded", two_again_s, rows, n_tokens),
             line(f"(b) per-row loop ({len(per_row_texts):,} rows)", per_row_s, len(per_row_texts), per_row_tokens),
         ]
     )

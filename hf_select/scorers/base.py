@@ -6,12 +6,15 @@ Its pickled state is its configuration, so `datasets` hashes it deterministicall
 crash reuses every finished cache shard and recomputes only the missing ones.
 
 Subclasses declare `method`, `score_columns` (the columns they add), `error_column`, and implement
-`load(device)` and `score(batch, resources)`.
+`load(device)` and `score(batch, resources)`. A scorer that adds one vector per row (an embedding) names
+it in `vector_columns`.
 
 Output types are fixed whatever the batch holds, so plain `ds.map(scorer, batched=True)` never infers a
 `null` column from a first batch of failures: score columns are float64 (NaN where a row failed; token
 counts are exact integers stored as float64) and the error column is a string, empty where the row
-succeeded.
+succeeded. A vector column is `List(float32)`: `score()` returns it as a [rows, dim] array whose `dim`
+comes from the loaded resources (a model's hidden size), so a batch of failures still writes float32
+vectors, and a failed row's vector is all NaN (same length as the others).
 
 Example:
     >>> from datasets import Dataset
@@ -71,6 +74,8 @@ class Scorer(ABC):
     method: ClassVar[str]
     version: ClassVar[int] = 1  # bump when a change alters scores, so cached results are not reused
     score_columns: ClassVar[tuple[str, ...]]
+    vector_columns: ClassVar[tuple[str, ...]] = ()
+    """Columns of one float32 vector per row; `score()` returns each as a [rows, dim] array-like."""
     error_column: ClassVar[str]
     needs_device: ClassVar[bool] = False
 
@@ -109,6 +114,13 @@ class Scorer(ABC):
     def load(self, device: str) -> Any:
         """Load what scoring needs (tokenizer, model) on `device`. Called once per process."""
 
+    def preload(self) -> None:
+        """Load this scorer's CPU resources (e.g. a tokenizer) in this process now. Before a forked
+        `ds.map(scorer, num_proc=N)`, the workers then inherit them instead of each importing transformers
+        and loading them again. GPU scorers load in their workers, on their own device."""
+        if not self.needs_device:
+            self.resources()
+
     def resources(self, rank: int | None = None) -> Any:
         device = device_for(rank) if self.needs_device else "cpu"
         key = (self.resource_key(), device)
@@ -145,21 +157,36 @@ class Scorer(ABC):
                     where = indices[i] if indices is not None else None
                     raise RowError(reason if where is not None else f"{reason} (row {i} of this batch)", where)
         out = {name: np.array(columns[name], dtype=np.float64) for name in self.score_columns}
+        failed = np.array([reason is not None for reason in errors], dtype=bool)
+        for name in self.vector_columns:
+            out[name] = self._vectors(name, columns[name], n_rows)
         for name, values in out.items():
-            failed = [reason is not None for reason in errors]
-            if np.isnan(values[~np.array(failed, dtype=bool)]).any():
+            if np.isnan(values[~failed]).any():
                 raise RuntimeError(f"{type(self).__name__} produced NaN in {name!r} without an error reason")
-            values[np.array(failed, dtype=bool)] = np.nan  # a failed row never keeps a partial score
+            values[failed] = np.nan  # a failed row never keeps a partial score
         out[self.error_column] = np.array([reason or "" for reason in errors], dtype=object).astype(str)
         return out
 
+    def _vectors(self, name: str, values: Any, n_rows: int) -> np.ndarray:
+        """A vector column as a fresh float32 [rows, dim] array (datasets stores it as `List(float32)`)."""
+        matrix = np.array(values, dtype=np.float32)
+        if n_rows == 0 and matrix.ndim != 2:
+            matrix = matrix.reshape(0, 0)
+        if matrix.ndim != 2:
+            raise RuntimeError(
+                f"{type(self).__name__} returned {name!r} with shape {matrix.shape}: expected [rows, dim]"
+            )
+        return matrix
+
     @property
     def columns_added(self) -> tuple[str, ...]:
-        return (*self.score_columns, self.error_column)
+        return (*self.score_columns, *self.vector_columns, self.error_column)
 
     def map(self, dataset: Any, *, num_proc: int | None = None, batch_size: int = 1000, **kwargs: Any) -> Any:
         """`dataset.map(self, batched=True, with_indices=True, with_rank=True, ...)` with a progress label."""
         kwargs.setdefault("desc", f"hf-select {self.method}")
+        if num_proc is not None and num_proc > 1:
+            self.preload()
         return dataset.map(
             self,
             batched=True,
