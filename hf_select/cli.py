@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-column", default="n_tokens")
     p.add_argument("--controls", type=int, default=0, help="also write N random controls of the same size")
     p.add_argument("--with-scores", action="store_true", help="also write the whole scored pool under scores/")
+    p.add_argument("--keep-above-one", action="store_true", help="ifd: keep rows with IFD > 1 too")
 
     p = sub.add_parser("push", help="publish a selection folder to a Hub dataset repo in one commit")
     p.add_argument("folder", help="selection folder written by `hf-select select`")
@@ -193,6 +194,9 @@ def cmd_select(args: argparse.Namespace, command: str) -> int:
         sel = select.threshold(pool, args.column, min_value=args.min_value, max_value=args.max_value, **common)
     elif args.method == "random":
         sel = select.random(pool, budget, seed=args.seed, column=args.column, **common)
+    elif args.method == "ifd":
+        args.column = args.column or "ifd"
+        sel = select.ifd_top_k(pool, budget, column=args.column, keep_above_one=args.keep_above_one, **common)
     else:
         sel = select.within_clusters(
             pool, args.cluster_column, args.column, budget, largest=not args.smallest, **common

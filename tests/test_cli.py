@@ -327,3 +327,15 @@ def test_example_score_select_push_runs_against_the_hub_endpoint(fake_hub: Any, 
     files = fake_hub.files(repo_id)
     assert {"README.md", "selection.json", "data/train-00000-of-00001.parquet"} <= set(files)
     assert "scores/train-00000-of-00001.parquet" in files and len(fake_hub.commits(repo_id)) == 2
+
+
+def test_select_ifd_drops_rows_above_one(tmp_path: Path) -> None:
+    """`select --method ifd` keeps the highest IFD among rows with IFD <= 1 (Cherry LLM), not the highest overall."""
+    pool = tmp_path / "ifd.jsonl"
+    values = [0.5, 1.4, 0.9, float("nan"), 0.95, 2.0]
+    pool.write_text("".join(json.dumps({"id": i, "ifd": v}) + "\n" for i, v in enumerate(values)))
+    out = tmp_path / "sel"
+    assert main(["select", str(pool), "--method", "ifd", "--budget", "2", "-o", str(out)]) == 0
+    assert load_selection_folder(out)["id"] == [2, 4]
+    record = SelectionRecord.load(out)
+    assert record.method == "ifd" and record.parameters["max_value"] == 1.0

@@ -16,15 +16,22 @@ from .budget import Budget
 from .random import random, random_controls
 from .selection import Selection, source_info
 from .threshold import threshold
-from .top_k import top_k
+from .top_k import ifd_top_k, top_k
 from .within_clusters import proportional_quotas, within_clusters
 
-SELECTORS = {"top-k": top_k, "threshold": threshold, "random": random, "within-clusters": within_clusters}
+SELECTORS = {
+    "top-k": top_k,
+    "ifd": ifd_top_k,
+    "threshold": threshold,
+    "random": random,
+    "within-clusters": within_clusters,
+}
 
 __all__ = [
     "SELECTORS",
     "Budget",
     "Selection",
+    "ifd_top_k",
     "proportional_quotas",
     "random",
     "random_controls",

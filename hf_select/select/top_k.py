@@ -52,3 +52,31 @@ def top_k(
         pool, chosen, method="top-k", parameters=parameters, budget=budget, seed=None,
         tokens=tokens, source=source, scorers=scorers,
     )  # fmt: skip
+
+
+def ifd_top_k(
+    pool: Dataset,
+    budget: Budget | int | float | str,
+    *,
+    column: str = "ifd",
+    keep_above_one: bool = False,
+    token_column: str = TOKEN_COLUMN,
+    source: dict[str, Any] | None = None,
+    scorers: Sequence[Any] = (),
+) -> Selection:
+    """The IFD selector of Cherry LLM: rows with IFD > 1 (the instruction does not help the model predict
+    the response) are dropped unless `keep_above_one`, then the highest IFD are kept.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict({"ifd": [0.5, 1.3, 0.9, 0.7]})
+        >>> ifd_top_k(ds, 2).indices.tolist()
+        [2, 3]
+    """
+    selection = top_k(
+        pool, column, budget, largest=True, max_value=None if keep_above_one else 1.0,
+        token_column=token_column, source=source, scorers=scorers,
+    )  # fmt: skip
+    selection.record.method = "ifd"
+    selection.record.parameters["keep_above_one"] = keep_above_one
+    return selection
