@@ -25,6 +25,7 @@ from hf_select.select import (
     SELECTORS,
     Budget,
     Selection,
+    ifd_top_k,
     proportional_quotas,
     random,
     random_controls,
@@ -558,7 +559,13 @@ def test_record_load_corrupt_json_is_input_error(tmp_path: Path) -> None:
 
 def test_selectors_registry() -> None:
     """The CLI's selector names map to the selector functions."""
-    expected = {"top-k": top_k, "threshold": threshold, "random": random, "within-clusters": within_clusters}
+    expected = {
+        "top-k": top_k,
+        "ifd": ifd_top_k,
+        "threshold": threshold,
+        "random": random,
+        "within-clusters": within_clusters,
+    }
     assert expected == SELECTORS
 
 
