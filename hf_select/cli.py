@@ -85,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--controls", type=int, default=0, help="also write N random controls of the same size")
     p.add_argument("--with-scores", action="store_true", help="also write the whole scored pool under scores/")
     p.add_argument("--keep-above-one", action="store_true", help="ifd: keep rows with IFD > 1 too")
+    p.add_argument("--k1", type=int, default=10_000, help="zip: stage-1 candidates per round")
+    p.add_argument("--k2", type=int, default=200, help="zip: stage-2 survivors per round")
+    p.add_argument("--k3", type=int, default=100, help="zip: picks per round")
+    p.add_argument("--zip-text", choices=["rendered", "repr"], default="rendered", help="zip: what is compressed")
+    p.add_argument("--zip-level", type=int, default=9, help="zip: zlib level")
+    p.add_argument("--workers", type=int, help="zip: worker processes (default: the cores)")
+    p.add_argument("--init", help="kcenter: number of random start rows, or comma-separated pool indices")
+    p.add_argument("--kcenter-mode", choices=["greedy", "one-shot"], default="greedy")
+    p.add_argument("--device", help="kcenter: torch device (default: cuda when available)")
 
     p = sub.add_parser("push", help="publish a selection folder to a Hub dataset repo in one commit")
     p.add_argument("folder", help="selection folder written by `hf-select select`")
@@ -179,7 +188,7 @@ def cmd_select(args: argparse.Namespace, command: str) -> int:
         args.input, split=args.split, revision=args.data_revision, config=args.data_config
     )
     common: dict[str, Any] = {"token_column": args.token_column, "source": source, "scorers": scorers}
-    needs_column = args.method in ("top-k", "threshold", "within-clusters")
+    needs_column = args.method in ("top-k", "threshold", "within-clusters", "kcenter")
     if needs_column and not args.column:
         raise InputError(f"--method {args.method} needs --column")
     if args.method != "threshold" and not args.budget:
@@ -197,16 +206,28 @@ def cmd_select(args: argparse.Namespace, command: str) -> int:
     elif args.method == "ifd":
         args.column = args.column or "ifd"
         sel = select.ifd_top_k(pool, budget, column=args.column, keep_above_one=args.keep_above_one, **common)
-    else:
+    elif args.method == "within-clusters":
         sel = select.within_clusters(
             pool, args.cluster_column, args.column, budget, largest=not args.smallest, **common
         )
+    elif args.method == "zip":
+        sel = select.zip_select(
+            pool, budget, k1=args.k1, k2=args.k2, k3=args.k3, text=args.zip_text, level=args.zip_level,
+            workers=args.workers, **common,
+        )  # fmt: skip
+    else:
+        init = [int(x) for x in args.init.split(",")] if args.init and "," in args.init else args.init
+        sel = select.kcenter_greedy(
+            pool, args.column, budget, init=int(init) if isinstance(init, str) else init, seed=args.seed,
+            mode=args.kcenter_mode, device=args.device, **common,
+        )  # fmt: skip
     sel.record.command = command
     controls = []
     if args.controls:
         same_size = Budget("tokens", budget.value) if budget is not None and budget.kind == "tokens" else len(sel)
+        scalar = args.column if args.method not in ("kcenter", "zip") else None  # embeddings are not scores
         controls = select.random_controls(
-            pool, same_size, n_controls=args.controls, seed=args.seed, column=args.column, **common
+            pool, same_size, n_controls=args.controls, seed=args.seed, column=scalar, **common
         )
     card = {"pool": pool, "source_card_data": fetch_source_card_data(source), "token_column": args.token_column}
     save_selection(

@@ -339,3 +339,25 @@ def test_select_ifd_drops_rows_above_one(tmp_path: Path) -> None:
     assert load_selection_folder(out)["id"] == [2, 4]
     record = SelectionRecord.load(out)
     assert record.method == "ifd" and record.parameters["max_value"] == 1.0
+
+
+def test_select_zip_and_kcenter(scored: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The diversity selectors run from the CLI, write a card and a record, and keep their pick order."""
+    out = tmp_path / "zip"
+    argv = ["select", str(scored), "--method", "zip", "--budget", "6", "--k1", "20", "--k2", "8", "--k3", "3"]
+    assert main([*argv, "--workers", "1", "--controls", "1", "-o", str(out)]) == 0
+    record = SelectionRecord.load(out)
+    assert record.method == "zip" and record.kept["rows"] == 6 and (out / "README.md").is_file()
+    assert not {"r7", "r17", "r27"} & set(load_selection_folder(out)["id"])  # bad rows are never picked
+
+    rows = load_from_disk(str(scored)).to_list()
+    for i, row in enumerate(rows):
+        row["embedding"] = [float(i % 5), float(i // 5), 1.0]
+    pool = tmp_path / "emb.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "kc"
+    argv = ["select", str(pool), "--method", "kcenter", "--column", "embedding", "--budget", "5", "--init", "0,29"]
+    assert main([*argv, "--controls", "1", "-o", str(out)]) == 0
+    record = SelectionRecord.load(out)
+    assert record.method == "kcenter" and record.kept["rows"] == 5
+    assert {"r0", "r29"} <= set(load_selection_folder(out)["id"]) and (out / "README.md").is_file()

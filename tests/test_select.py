@@ -26,12 +26,14 @@ from hf_select.select import (
     Budget,
     Selection,
     ifd_top_k,
+    kcenter_greedy,
     proportional_quotas,
     random,
     random_controls,
     threshold,
     top_k,
     within_clusters,
+    zip_select,
 )
 
 NAN = float("nan")
@@ -565,6 +567,8 @@ def test_selectors_registry() -> None:
         "threshold": threshold,
         "random": random,
         "within-clusters": within_clusters,
+        "zip": zip_select,
+        "kcenter": kcenter_greedy,
     }
     assert expected == SELECTORS
 

@@ -13,11 +13,13 @@ Example:
 """
 
 from .budget import Budget
+from .kcenter import kcenter_greedy, kcenter_indices
 from .random import random, random_controls
 from .selection import Selection, source_info
 from .threshold import threshold
 from .top_k import ifd_top_k, top_k
 from .within_clusters import proportional_quotas, within_clusters
+from .zip import zip_indices, zip_select
 
 SELECTORS = {
     "top-k": top_k,
@@ -25,6 +27,8 @@ SELECTORS = {
     "threshold": threshold,
     "random": random,
     "within-clusters": within_clusters,
+    "zip": zip_select,
+    "kcenter": kcenter_greedy,
 }
 
 __all__ = [
@@ -32,6 +36,8 @@ __all__ = [
     "Budget",
     "Selection",
     "ifd_top_k",
+    "kcenter_greedy",
+    "kcenter_indices",
     "proportional_quotas",
     "random",
     "random_controls",
@@ -39,4 +45,6 @@ __all__ = [
     "threshold",
     "top_k",
     "within_clusters",
+    "zip_indices",
+    "zip_select",
 ]

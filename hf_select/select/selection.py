@@ -26,6 +26,8 @@ class Selection:
     dataset: Dataset
     indices: np.ndarray
     record: SelectionRecord
+    order: np.ndarray | None = None
+    """Pool indices in the order a greedy selector picked them (ZIP, k-center); None for the others."""
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -1,0 +1,408 @@
+"""k-center (farthest-first) selection over an embedding column: DiverseEvol's selection step, exact.
+
+**Greedy** (classic k-center): from the selected set (`init`), add one row at a time: the unselected row
+farthest (Euclidean) from the selected set, i.e. with the largest distance to its nearest selected row;
+each row's min-distance is updated with the distance to the newly added row only. **One-shot** (the
+study's reference): every row's distance to the `init` set is computed once and the `n` farthest are
+added at once. Ties go to the lowest index.
+
+**Exact distances, fast.** A distance is `torch.cdist(x, c, compute_mode="donot_use_mm_for_euclid_dist")`
+in float32 on the device: a function of the two vectors alone (not of their position, the chunking or
+the batch), so a duplicated row ties exactly and `chunk_size` never changes a pick. Computing it for
+every row and every new center costs twice a matrix-vector product, so the matrix-vector product is
+used to rule rows out instead: `||x||^2 - 2 x.c + ||c||^2` is within `kappa * (||x|| + ||c||)^2`
+(`kappa = (8d + 64) u`, u the float32 unit roundoff, or bfloat16's when torch's float32 matmul precision
+is lowered) of both the exact squared distance and the squared float32 `cdist`, so a row whose bound lies
+above its current min-distance keeps it, and only the others (about N/k per pick) get the exact distance.
+The picks are exactly those of the plain `cdist` greedy (the CPU and CUDA `cdist` kernels may round
+differently, so the two devices can break a float32 near-tie differently).
+
+**Memory.** The float32 matrix (the caller's own when it is already a contiguous float32 array on the
+device), on CPU a transposed copy of it, a few length-N vectors, and blocks of at most `chunk_size` rows
+(default: 64 MiB of rows) for one new center, or of 4,096 rows x 512 centers when many centers are
+added at once (`init`, one-shot). Never an N x N matrix.
+
+Example:
+    >>> import numpy as np
+    >>> X = np.array([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0], [5.0, 0.0], [0.0, 0.0]])
+    >>> kcenter_indices(X, 3, selected=[0]).tolist()
+    [2, 3, 1]
+    >>> kcenter_indices(X, 2, selected=[0], mode="one-shot").tolist()
+    [2, 3]
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from datasets import Dataset
+
+from ..errors import BudgetError, InputError
+from .budget import Budget, take
+from .selection import TOKEN_COLUMN, Selection, finish, token_values
+
+Mode = Literal["greedy", "one-shot"]
+MODES = ("greedy", "one-shot")
+_GATHER_FLOATS = 1 << 24  # default rows per chunk: 64 MiB of float32 rows (gathered for exact distances)
+_BLOCK_ENTRIES = 1 << 21  # rows x centers per distance block when many centers are processed at once
+_MANY_ROWS = 4_096  # rows per block then
+_NOMM = "donot_use_mm_for_euclid_dist"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Embeddings
+# ---------------------------------------------------------------------------------------------------
+
+
+def embedding_matrix(pool: Dataset, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 matrix of the usable rows' embeddings, their pool indices).
+
+    A row is usable when its embedding is a non-null list of finite numbers of the common length.
+    """
+    if column not in pool.column_names:
+        raise InputError(f"embedding column {column!r} is not in the dataset; it has {pool.column_names}")
+    array = pool.with_format("arrow")[column]
+    if isinstance(array, pa.Table):
+        array = array.column(0)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks else pa.array([], type=array.type)
+    if not (
+        pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type)
+    ):
+        raise InputError(f"embedding column {column!r} is {array.type}, not a list of numbers per row")
+    value_type = array.type.value_type
+    if not (pa.types.is_integer(value_type) or pa.types.is_floating(value_type)):
+        raise InputError(f"embedding column {column!r} holds {value_type}, not numbers")
+    valid = ~np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    lengths = pc.fill_null(pc.list_value_length(array), -1).to_numpy(zero_copy_only=False)
+    kept = lengths[valid]
+    if len(kept) == 0:
+        return np.empty((0, 0), dtype=np.float32), np.empty(0, dtype=np.int64)
+    dims = np.unique(kept)
+    if len(dims) > 1:
+        raise InputError(f"embedding column {column!r} has vectors of different lengths: {dims[:5].tolist()}")
+    d = int(dims[0])
+    if d == 0:
+        raise InputError(f"embedding column {column!r} holds empty vectors")
+    values = pc.cast(array.filter(pa.array(valid)).flatten(), pa.float32())
+    matrix = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, d)
+    finite = np.isfinite(matrix).all(axis=1)  # a null inside a vector reads as NaN
+    idx = np.flatnonzero(valid)[finite].astype(np.int64)
+    return np.ascontiguousarray(matrix if finite.all() else matrix[finite]), idx
+
+
+# ---------------------------------------------------------------------------------------------------
+# The core
+# ---------------------------------------------------------------------------------------------------
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _roundoff(device: torch.device) -> float:
+    """The unit roundoff that bounds torch's float32 matrix products on this device."""
+    lowered = torch.get_float32_matmul_precision() != "highest"
+    if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+        lowered = True
+    return 2.0**-8 if lowered else 2.0**-24  # bfloat16 (worst of tf32/bf16) or float32
+
+
+class _State:
+    """The rows, their squared norms, and each row's distance to the selected set (-1 once selected).
+
+    On CPU a transposed copy (d x N) is kept for the matrix-vector products: MKL reads it twice as fast
+    as the row-major matrix; on CUDA the row-major matrix serves both."""
+
+    def __init__(self, X: torch.Tensor, chunk_size: int | None) -> None:
+        self.X = X
+        self.n, self.d = X.shape
+        self.XT = X.T.contiguous() if X.device.type == "cpu" else X.T
+        self.chunk = max(1, int(chunk_size)) if chunk_size else max(_MANY_ROWS, _GATHER_FLOATS // max(1, self.d))
+        self.sq = torch.empty(self.n, dtype=torch.float32, device=X.device)
+        for a in range(0, self.n, _MANY_ROWS):
+            block = X[a : a + _MANY_ROWS]
+            self.sq[a : a + _MANY_ROWS] = (block * block).sum(1)
+        self.norm = self.sq.sqrt()
+        self.kappa = (8 * self.d + 64) * _roundoff(X.device)
+        self.dmin = torch.full((self.n,), float("inf"), dtype=torch.float32, device=X.device)
+
+    def rows(self, idx: torch.Tensor | slice) -> torch.Tensor:
+        return self.X[idx]
+
+    def mark(self, idx: torch.Tensor) -> None:
+        self.dmin[idx] = -1.0
+
+    def update(self, centers: torch.Tensor) -> None:
+        """dmin = min(dmin, distance to each of `centers` (row indices)), exactly, block by block: one
+        center over row chunks of `chunk_size`, or blocks of at most `_BLOCK_ENTRIES` centers x rows."""
+        rows = self.chunk if len(centers) == 1 else min(self.chunk, _MANY_ROWS)
+        per_block = max(1, _BLOCK_ENTRIES // rows)
+        for c0 in range(0, len(centers), per_block):
+            cidx = centers[c0 : c0 + per_block]
+            C, sqC, nC = self.rows(cidx), self.sq[cidx], self.norm[cidx]
+            for a in range(0, self.n, rows):
+                self._block(a, min(a + rows, self.n), C, sqC, nC)
+
+    def _block(self, a: int, b: int, C: torch.Tensor, sqC: torch.Tensor, nC: torch.Tensor) -> None:
+        dmin = self.dmin[a:b]
+        open_rows = dmin >= 0
+        if len(C) == 1:
+            fast = torch.mm(C, self.XT[:, a:b]).squeeze(0).mul_(-2).add_(self.sq[a:b]).add_(sqC[0])
+            slack = (self.norm[a:b] + nC[0]).square_().mul_(self.kappa)
+            bound = dmin.clamp(min=0).square_()  # +inf stays +inf
+            mask = ~(fast.sub_(slack) > bound)  # NaN (overflow) counts as "may move"
+            mask &= open_rows
+            rows = mask.nonzero().squeeze(1)
+            if len(rows) == 0:
+                return
+            if 4 * len(rows) > len(mask):
+                exact = torch.cdist(self.rows(slice(a, b)), C, compute_mode=_NOMM).squeeze(1)
+                dmin.copy_(torch.where(mask, torch.minimum(dmin, exact), dmin))
+            else:
+                exact = torch.cdist(self.rows(rows + a), C, compute_mode=_NOMM).squeeze(1)
+                dmin[rows] = torch.minimum(dmin[rows], exact)
+            return
+        # centers x rows
+        fast = torch.mm(C, self.XT[:, a:b]).mul_(-2).add_(self.sq[None, a:b]).add_(sqC[:, None])
+        slack = (self.norm[None, a:b] + nC[:, None]).square_().mul_(self.kappa)
+        upper = (fast + slack).amin(0)  # >= the exact min over this block's centers, up to the slack
+        bound = torch.minimum(dmin.clamp(min=0).square_(), upper)
+        mask = ~(fast.sub_(slack) > bound[None, :])
+        mask &= open_rows[None, :]
+        pairs = mask.nonzero()
+        if len(pairs) == 0:
+            return
+        if 4 * len(pairs) > mask.numel():
+            exact = torch.cdist(C, self.rows(slice(a, b)), compute_mode=_NOMM).masked_fill_(~mask, float("inf"))
+            exact = exact.amin(0)
+        else:
+            exact = torch.full((b - a,), float("inf"), dtype=torch.float32, device=dmin.device)
+            step = max(1, _BLOCK_ENTRIES // self.d)
+            for p0 in range(0, len(pairs), step):
+                cj, ri = pairs[p0 : p0 + step].unbind(1)
+                pure = torch.cdist(self.rows(ri + a).unsqueeze(1), C[cj].unsqueeze(1), compute_mode=_NOMM)
+                exact.scatter_reduce_(0, ri, pure.view(-1), reduce="amin")
+        torch.minimum(dmin, exact, out=dmin)
+
+    def argmax(self) -> int:
+        return int(torch.argmax(self.dmin))  # the first of equal maxima: the lowest index
+
+
+def _as_matrix(X: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """X as a contiguous float32 (N x d) tensor on `device` (no copy when it already is one), checked finite."""
+    with warnings.catch_warnings():  # a read-only array (e.g. zero-copy from Arrow) is only ever read here
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        tensor = torch.as_tensor(X, dtype=torch.float32, device=device)
+    if tensor.ndim != 2:
+        raise InputError(f"embeddings must be a 2-D matrix (rows x dims), got shape {tuple(tensor.shape)}")
+    tensor = tensor.contiguous()
+    for a in range(0, tensor.shape[0], _MANY_ROWS):
+        if not bool(torch.isfinite(tensor[a : a + _MANY_ROWS]).all()):
+            raise InputError("embeddings contain NaN or infinite values")
+    return tensor
+
+
+def _selected_indices(selected: Any, n: int) -> np.ndarray:
+    if selected is None:
+        return np.empty(0, dtype=np.int64)
+    if isinstance(selected, torch.Tensor):
+        selected = selected.detach().cpu().numpy()
+    arr = np.asarray(selected)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise InputError(f"a boolean `selected` mask must have one entry per row ({n}), got {arr.shape}")
+        return np.flatnonzero(arr).astype(np.int64)
+    arr = arr.astype(np.int64).reshape(-1)
+    if len(arr) and (arr.min() < 0 or arr.max() >= n):
+        raise InputError(f"selected indices must lie in [0, {n}), got {arr.min()}..{arr.max()}")
+    if len(np.unique(arr)) != len(arr):
+        raise InputError("selected indices contain duplicates")
+    return arr
+
+
+def kcenter_iter(
+    X: np.ndarray | torch.Tensor,
+    *,
+    selected: Sequence[int] | np.ndarray | torch.Tensor | None = None,
+    mode: Mode = "greedy",
+    chunk_size: int | None = None,
+    device: str | torch.device | None = None,
+) -> Iterator[int]:
+    """The k-center picks one at a time (row indices), for as long as rows are left: stop when you like
+    (a greedy pick's distance update runs only when the next pick is asked for)."""
+    if mode not in MODES:
+        raise InputError(f"unknown k-center mode {mode!r}: expected one of {list(MODES)}")
+    dev = _resolve_device(device)
+    matrix = _as_matrix(X, dev)
+    n = matrix.shape[0]
+    chosen = _selected_indices(selected, n)
+    state = _State(matrix, chunk_size)
+    centers = torch.as_tensor(chosen, device=dev)
+    if len(chosen):
+        state.mark(centers)
+        state.update(centers)
+    left = n - len(chosen)
+    if mode == "one-shot":
+        # descending, stable: equal distances keep index order; selected rows (-1) come last
+        order = torch.sort(state.dmin, descending=True, stable=True).indices[:left]
+        yield from order.cpu().tolist()
+        return
+    for _ in range(left):
+        s = state.argmax()
+        state.mark(torch.tensor([s], device=dev))
+        yield s
+        state.update(torch.tensor([s], device=dev))
+
+
+def kcenter_indices(
+    X: np.ndarray | torch.Tensor,
+    n_select: int,
+    *,
+    selected: Sequence[int] | np.ndarray | torch.Tensor | None = None,
+    mode: Mode = "greedy",
+    chunk_size: int | None = None,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """`n_select` new rows of `X` (N x d) by k-center, in pick order (never any of `selected`).
+
+    `selected`: the rows already chosen (indices or a boolean mask); with none, the greedy starts from
+    row 0 (every row is infinitely far from an empty set; ties go to the lowest index) and one-shot
+    returns rows `0..n_select-1`. DiverseEvol calls this round after round with the growing selection.
+    `chunk_size`: rows per distance block (memory only: the picks do not depend on it). `device`:
+    default CUDA when available, else CPU.
+    """
+    if isinstance(n_select, bool) or not isinstance(n_select, int | np.integer) or n_select < 0:
+        raise InputError(f"n_select must be a non-negative integer, got {n_select!r}")
+    n_rows = int(X.shape[0])
+    n_sel = len(_selected_indices(selected, n_rows))
+    if n_select > n_rows - n_sel:
+        raise BudgetError(f"k-center asked for {n_select:,} new rows but only {n_rows - n_sel:,} are unselected")
+    picks = kcenter_iter(X, selected=selected, mode=mode, chunk_size=chunk_size, device=device)
+    out = np.fromiter((next(picks) for _ in range(n_select)), dtype=np.int64, count=n_select)
+    picks.close()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# The selector
+# ---------------------------------------------------------------------------------------------------
+
+
+def _init_rows(init: int | Sequence[int] | None, seed: int, eligible: np.ndarray, n_pool: int) -> np.ndarray:
+    """Pool indices of the starting set. An int draws like `select.random` (the first `init` rows of a
+    seeded permutation of the pool that are usable), so `init=m` starts from `random(pool, m, seed)`."""
+    if init is None or isinstance(init, int | np.integer) and not isinstance(init, bool):
+        m = 1 if init is None else int(init)
+        if m < 0:
+            raise InputError(f"init must be a non-negative count or a list of row indices, got {init}")
+        usable = np.zeros(n_pool, dtype=bool)
+        usable[eligible] = True
+        permutation = np.random.default_rng(seed).permutation(n_pool)
+        order = permutation[usable[permutation]]
+        if m > len(order):
+            raise BudgetError(f"init asks for {m:,} random rows but only {len(order):,} rows can be selected")
+        return order[:m].astype(np.int64)
+    rows = np.asarray(list(init), dtype=np.int64).reshape(-1)
+    if len(rows) and (rows.min() < 0 or rows.max() >= n_pool):
+        raise InputError(f"init indices must lie in [0, {n_pool}), got {rows.min()}..{rows.max()}")
+    if len(np.unique(rows)) != len(rows):
+        raise InputError("init indices contain duplicates")
+    bad = np.setdiff1d(rows, eligible)
+    if len(bad):
+        raise InputError(f"init rows {bad[:10].tolist()} have no usable embedding (or no token count)")
+    return rows
+
+
+def kcenter_greedy(
+    pool: Dataset,
+    column: str,
+    budget: Budget | int | float | str,
+    *,
+    init: int | Sequence[int] | None = None,
+    seed: int = 0,
+    mode: Mode = "greedy",
+    metric: str = "euclidean",
+    chunk_size: int | None = None,
+    device: str | torch.device | None = None,
+    token_column: str = TOKEN_COLUMN,
+    source: dict[str, Any] | None = None,
+    scorers: Sequence[Any] = (),
+) -> Selection:
+    """k-center selection over the embeddings in `column` (a list of numbers per row).
+
+    The budget counts the starting rows: `init` (`None`: one random row; an int: that many random rows,
+    drawn like `select.random(pool, init, seed=seed)`, `0` starting from the first usable row; a list:
+    those pool indices), then k-center picks
+    (`mode="greedy"` one at a time, or the study's `"one-shot"`) until the budget is met. A token budget
+    keeps the longest prefix of (init, picks...) within it. Rows without a usable embedding are never
+    selected. Runs on `device` (default: CUDA when available). The selection carries `order`: pool indices
+    in selection order (init first).
+    """
+    if metric != "euclidean":
+        raise InputError(f"unknown metric {metric!r}: k-center supports 'euclidean'")
+    if mode not in MODES:
+        raise InputError(f"unknown k-center mode {mode!r}: expected one of {list(MODES)}")
+    budget = Budget.parse(budget)
+    tokens = token_values(pool, budget, token_column)
+    X, rows = embedding_matrix(pool, column)
+    if budget.kind == "tokens":
+        keep = ~np.isnan(tokens[rows])  # type: ignore[index]
+        X, rows = X[keep], rows[keep]
+    start = _init_rows(init, seed, rows, len(pool))
+    position = np.full(len(pool), -1, dtype=np.int64)
+    position[rows] = np.arange(len(rows))
+    start_local = position[start]
+    dev = _resolve_device(device)
+
+    if budget.kind == "tokens":
+        available = float(np.sum(tokens[rows]))  # type: ignore[index]
+        if budget.value > available:
+            raise BudgetError(
+                f"budget of {budget.describe()} exceeds the {available:,.0f} tokens of the {len(rows):,} rows "
+                "with a usable embedding"
+            )
+        order = list(start.tolist())
+        used = float(np.sum(tokens[start]))  # type: ignore[index]
+        if used <= budget.value:
+            for local in kcenter_iter(X, selected=start_local, mode=mode, chunk_size=chunk_size, device=dev):
+                order.append(int(rows[local]))
+                used += float(tokens[rows[local]])  # type: ignore[index]
+                if used > budget.value:
+                    break
+        order_arr = np.array(order, dtype=np.int64)
+    else:
+        n = budget.rows(len(pool))
+        if n > len(rows):
+            raise BudgetError(
+                f"budget of {budget.describe()} ({n:,} rows) exceeds the {len(rows):,} rows with a usable embedding"
+            )
+        if n < len(start):
+            raise BudgetError(f"budget of {n:,} rows is smaller than the {len(start):,} init rows")
+        picks = kcenter_indices(X, n - len(start), selected=start_local, mode=mode, chunk_size=chunk_size, device=dev)
+        order_arr = np.concatenate([start, rows[picks]]).astype(np.int64)
+    chosen = take(order_arr, budget, n_pool=len(pool), tokens=tokens, what="rows with a usable embedding")
+    if len(chosen) < len(start):
+        raise BudgetError(f"budget of {budget.describe()} does not cover the {len(start):,} init rows")
+    parameters: dict[str, Any] = {
+        "column": column,
+        "mode": mode,
+        "metric": metric,
+        "init": init if init is None or isinstance(init, int | np.integer) else "indices",
+        "init_rows": start.tolist(),
+        "device": dev.type,
+    }
+    selection = finish(
+        pool, chosen, method="kcenter", parameters=parameters, budget=budget, seed=seed,
+        tokens=tokens, source=source, scorers=scorers,
+    )  # fmt: skip
+    selection.order = np.asarray(chosen, dtype=np.int64)
+    return selection
