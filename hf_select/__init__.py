@@ -7,7 +7,16 @@ from .card import build_card  # noqa: E402
 from .errors import BudgetError, FormatError, HFSelectError, InputError, RowError  # noqa: E402
 from .record import SelectionRecord  # noqa: E402
 from .save import save_selection  # noqa: E402
-from .scorers import SCORERS, CrossEntropyScorer, IFDScorer, Scorer, SelectITScorer, TokenLengthScorer  # noqa: E402
+from .scorers import (  # noqa: E402
+    SCORERS,
+    CrossEntropyScorer,
+    EmbeddingScorer,
+    IFDScorer,
+    PromptPerplexityScorer,
+    Scorer,
+    SelectITScorer,
+    TokenLengthScorer,
+)
 
 __all__ = [
     "SCORERS",
@@ -17,7 +26,9 @@ __all__ = [
     "InputError",
     "RowError",
     "CrossEntropyScorer",
+    "EmbeddingScorer",
     "IFDScorer",
+    "PromptPerplexityScorer",
     "Scorer",
     "SelectITScorer",
     "SelectionRecord",

@@ -215,6 +215,9 @@ def cmd_select(args: argparse.Namespace, command: str) -> int:
             pool, budget, k1=args.k1, k2=args.k2, k3=args.k3, text=args.zip_text, level=args.zip_level,
             workers=args.workers, **common,
         )  # fmt: skip
+    elif args.method == "centroid":
+        distance = args.column or "cluster_distance"
+        sel = select.centroids(pool, budget, cluster_column=args.cluster_column, distance_column=distance, **common)
     else:
         init = [int(x) for x in args.init.split(",")] if args.init and "," in args.init else args.init
         sel = select.kcenter_greedy(
@@ -225,7 +228,7 @@ def cmd_select(args: argparse.Namespace, command: str) -> int:
     controls = []
     if args.controls:
         same_size = Budget("tokens", budget.value) if budget is not None and budget.kind == "tokens" else len(sel)
-        scalar = args.column if args.method not in ("kcenter", "zip") else None  # embeddings are not scores
+        scalar = args.column if args.method in ("top-k", "ifd", "threshold", "within-clusters") else None
         controls = select.random_controls(
             pool, same_size, n_controls=args.controls, seed=args.seed, column=scalar, **common
         )

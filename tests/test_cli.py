@@ -361,3 +361,14 @@ def test_select_zip_and_kcenter(scored: Path, tmp_path: Path, capsys: pytest.Cap
     record = SelectionRecord.load(out)
     assert record.method == "kcenter" and record.kept["rows"] == 5
     assert {"r0", "r29"} <= set(load_selection_folder(out)["id"]) and (out / "README.md").is_file()
+
+
+def test_select_centroid_after_kmeans(tmp_path: Path) -> None:
+    """`select --method centroid` fills per-cluster quotas with the rows nearest their centroid."""
+    rows = [{"id": i, "cluster": i % 2, "cluster_distance": float(i), "n_tokens": 10.0} for i in range(10)]
+    pool = tmp_path / "clustered.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "sel"
+    assert main(["select", str(pool), "--method", "centroid", "--budget", "4", "-o", str(out)]) == 0
+    assert load_selection_folder(out)["id"] == [0, 1, 2, 3]
+    assert SelectionRecord.load(out).parameters["mode"] == "centroid"

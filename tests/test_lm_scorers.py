@@ -17,6 +17,7 @@ import random
 import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -618,3 +619,19 @@ def test_only_bad_rows_give_typed_nan_columns(setups: dict[str, Setup]) -> None:
     assert all(math.isnan(v) for v in got["ifd"])
     for i, reason in zip(bad, got["ifd_error"], strict=True):
         assert ROWS[i][2].lower() in reason.lower()
+
+
+def test_retrained_local_model_changes_the_datasets_fingerprint(tiny_model: str, tmp_path: Path) -> None:
+    """A model saved again at the same path must not reuse cached scores of its old weights."""
+    import shutil
+    import time
+
+    from datasets.fingerprint import Hasher
+
+    model = shutil.copytree(tiny_model, tmp_path / "model")
+    before = Hasher.hash(CrossEntropyScorer(model=str(model)))
+    assert Hasher.hash(CrossEntropyScorer(model=str(model))) == before  # stable while nothing changes
+    time.sleep(0.01)
+    weights = next(model.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes())  # retrained in place: same path, new file
+    assert Hasher.hash(CrossEntropyScorer(model=str(model))) != before

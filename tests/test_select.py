@@ -25,6 +25,7 @@ from hf_select.select import (
     SELECTORS,
     Budget,
     Selection,
+    centroids,
     ifd_top_k,
     kcenter_greedy,
     proportional_quotas,
@@ -569,6 +570,7 @@ def test_selectors_registry() -> None:
         "within-clusters": within_clusters,
         "zip": zip_select,
         "kcenter": kcenter_greedy,
+        "centroid": centroids,
     }
     assert expected == SELECTORS
 

@@ -2,12 +2,31 @@
 
 from .base import Scorer, device_for
 from .cross_entropy import CrossEntropyScorer
+from .embedding import EmbeddingScorer, PromptPerplexityScorer
 from .ifd import IFDScorer
 from .selectit import SelectITScorer
 from .token_length import TokenLengthScorer
 
 SCORERS: dict[str, type[Scorer]] = {
-    cls.method: cls for cls in (TokenLengthScorer, CrossEntropyScorer, IFDScorer, SelectITScorer)
+    cls.method: cls
+    for cls in (
+        TokenLengthScorer,
+        CrossEntropyScorer,
+        IFDScorer,
+        SelectITScorer,
+        EmbeddingScorer,
+        PromptPerplexityScorer,
+    )
 }
 
-__all__ = ["SCORERS", "CrossEntropyScorer", "IFDScorer", "Scorer", "SelectITScorer", "TokenLengthScorer", "device_for"]
+__all__ = [
+    "SCORERS",
+    "CrossEntropyScorer",
+    "EmbeddingScorer",
+    "IFDScorer",
+    "PromptPerplexityScorer",
+    "Scorer",
+    "SelectITScorer",
+    "TokenLengthScorer",
+    "device_for",
+]

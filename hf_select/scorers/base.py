@@ -43,13 +43,13 @@ _RESOURCES: dict[tuple[str, str], Any] = {}  # (resource key, device) -> resourc
 _MAX_RESOURCES = 2
 
 
-def use_cuda_safe_start_method() -> bool:
-    """With CUDA present, make `datasets`' worker processes start with `spawn`: a forked worker cannot use
-    CUDA once the parent has touched it (datasets #6435). Returns whether it changed anything."""
+def use_spawn_start_method() -> bool:
+    """Make `datasets`' worker processes start with `spawn`. A forked worker cannot use CUDA once the parent
+    has touched it (datasets #6435), and on CPU it hangs in torch's OpenMP pool once the parent has run a
+    model. Model scorers call this when they are created. Returns whether it changed anything."""
     import multiprocess
-    import torch
 
-    if not torch.cuda.is_available() or multiprocess.get_start_method(allow_none=True) == "spawn":
+    if multiprocess.get_start_method(allow_none=True) == "spawn":
         return False
     multiprocess.set_start_method("spawn", force=True)
     return True

@@ -3,6 +3,7 @@ rows into token sequences with exact target spans."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -20,7 +21,15 @@ from ..encoding import (
 from ..engine import load_engine
 from ..errors import InputError
 from ..tokenizer import load_tokenizer, model_provenance, tokenizer_provenance
-from .base import Scorer, use_cuda_safe_start_method
+from .base import Scorer, use_spawn_start_method
+
+
+def weights_stamp(model: str) -> list[tuple[str, int, int]] | None:
+    """(name, size, mtime_ns) of a local model folder's config and weight files; None for Hub ids."""
+    if not os.path.isdir(model):
+        return None
+    names = sorted(f for f in os.listdir(model) if f == "config.json" or f.endswith((".safetensors", ".bin")))
+    return [(f, os.path.getsize(os.path.join(model, f)), os.stat(os.path.join(model, f)).st_mtime_ns) for f in names]
 
 
 @dataclass
@@ -66,7 +75,15 @@ class LMScorer(Scorer):
         if self.backend != "local" and not self.endpoint:
             raise InputError(f"backend={self.backend!r} needs endpoint= (the server's URL)")
         if self.backend == "local":
-            use_cuda_safe_start_method()  # so that ds.map(scorer, num_proc=n_gpus, with_rank=True) just works
+            use_spawn_start_method()  # so that ds.map(scorer, num_proc=n, with_rank=True) never forks a model
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A local model retrained in place keeps its path: its weight files' sizes and times join the state
+        # that datasets hashes, so cached results of the old weights are not reused.
+        return {**super().__getstate__(), "weights_stamp": weights_stamp(self.model)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__({k: v for k, v in state.items() if k != "weights_stamp"})
 
     def load(self, device: str) -> LMResources:
         return self.resources_for(self.model, device, self.tokenizer)

@@ -12,8 +12,11 @@ Example:
     [0, 2]
 """
 
+from ..cluster import centroids
 from .budget import Budget
+from .diverse_evol import diverse_evol
 from .kcenter import kcenter_greedy, kcenter_indices
+from .pre_experience import pre_experience_subset
 from .random import random, random_controls
 from .selection import Selection, source_info
 from .threshold import threshold
@@ -29,15 +32,19 @@ SELECTORS = {
     "within-clusters": within_clusters,
     "zip": zip_select,
     "kcenter": kcenter_greedy,
+    "centroid": centroids,
 }
 
 __all__ = [
     "SELECTORS",
     "Budget",
     "Selection",
+    "centroids",
+    "diverse_evol",
     "ifd_top_k",
     "kcenter_greedy",
     "kcenter_indices",
+    "pre_experience_subset",
     "proportional_quotas",
     "random",
     "random_controls",
