@@ -4,9 +4,10 @@
 
 One worker per GPU: `ds.map(scorer, batched=True, with_rank=True, num_proc=n_gpus)` gives each worker
 its rank, and the scorer loads the model once on `cuda:{rank}`. hf-select switches `multiprocess` to the
-`spawn` start method (a forked worker cannot use CUDA, nor torch's CPU threads once the parent ran a model). The map writes one cache
-file per shard and the scorer's fingerprint depends only on its configuration, so running the same
-command again after a crash reloads the finished shards and recomputes only the others.
+`spawn` start method (a forked worker cannot use CUDA, nor torch's CPU threads once the parent ran a
+model). The map writes one cache file per shard and the scorer's fingerprint depends only on its
+configuration, so running the same command again after a crash reloads the finished shards and
+recomputes only the others.
 
 Without a GPU it runs on the CPU in one process (try `--rows 16 --max-length 512`).
 """
