@@ -38,8 +38,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from datasets import Dataset
 
@@ -61,40 +59,13 @@ _NOMM = "donot_use_mm_for_euclid_dist"
 
 
 def embedding_matrix(pool: Dataset, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """(float32 matrix of the usable rows' embeddings, their pool indices).
+    """(float32 matrix of the usable rows' embeddings, their pool indices): `hf_select.cluster.embedding_array`.
 
     A row is usable when its embedding is a non-null list of finite numbers of the common length.
     """
-    if column not in pool.column_names:
-        raise InputError(f"embedding column {column!r} is not in the dataset; it has {pool.column_names}")
-    array = pool.with_format("arrow")[column]
-    if isinstance(array, pa.Table):
-        array = array.column(0)
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks() if array.num_chunks else pa.array([], type=array.type)
-    if not (
-        pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type)
-    ):
-        raise InputError(f"embedding column {column!r} is {array.type}, not a list of numbers per row")
-    value_type = array.type.value_type
-    if not (pa.types.is_integer(value_type) or pa.types.is_floating(value_type)):
-        raise InputError(f"embedding column {column!r} holds {value_type}, not numbers")
-    valid = ~np.asarray(array.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    lengths = pc.fill_null(pc.list_value_length(array), -1).to_numpy(zero_copy_only=False)
-    kept = lengths[valid]
-    if len(kept) == 0:
-        return np.empty((0, 0), dtype=np.float32), np.empty(0, dtype=np.int64)
-    dims = np.unique(kept)
-    if len(dims) > 1:
-        raise InputError(f"embedding column {column!r} has vectors of different lengths: {dims[:5].tolist()}")
-    d = int(dims[0])
-    if d == 0:
-        raise InputError(f"embedding column {column!r} holds empty vectors")
-    values = pc.cast(array.filter(pa.array(valid)).flatten(), pa.float32())
-    matrix = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, d)
-    finite = np.isfinite(matrix).all(axis=1)  # a null inside a vector reads as NaN
-    idx = np.flatnonzero(valid)[finite].astype(np.int64)
-    return np.ascontiguousarray(matrix if finite.all() else matrix[finite]), idx
+    from ..cluster import embedding_array
+
+    return embedding_array(pool, column)
 
 
 # ---------------------------------------------------------------------------------------------------
