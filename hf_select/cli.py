@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-models", help="selectit: comma-separated extra models for the model-level score")
     p.add_argument("--backend", choices=["local", "tgi", "vllm"], help="where the model runs (default local)")
     p.add_argument("--endpoint", help="server URL for --backend tgi (TGI) or vllm (OpenAI-compatible vLLM)")
+    p.add_argument("--kind", choices=["lm", "sentence-transformers"], help="embed: what kind of model embeds")
+    p.add_argument("--text", choices=["conversation", "instruction"], help="embed: what text is embedded")
+    p.add_argument("--normalize", action="store_true", default=None, help="embed: L2-normalise the vectors")
     p.add_argument("--trust-remote-code", action="store_true", default=None)
     p.add_argument("--format", choices=["sharegpt", "messages", "alpaca", "prompt_response"])
     p.add_argument("--columns", help="comma-separated columns for --format (e.g. question,answer)")
@@ -149,6 +152,9 @@ def build_scorer(args: argparse.Namespace) -> Scorer:
             "extra_models",
             "backend",
             "endpoint",
+            "kind",
+            "text",
+            "normalize",
         )
         if getattr(args, n, None) is not None and n not in names
     ]
@@ -280,7 +286,7 @@ def cmd_methods() -> int:
     print("Scorers (hf-select score --method NAME):")
     for name, cls in sorted(SCORERS.items()):
         print(f"  {name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
-        print(f"    adds: {', '.join((*cls.score_columns, cls.error_column))}")
+        print(f"    adds: {', '.join((*cls.score_columns, *cls.vector_columns, cls.error_column))}")
         for field in dataclasses.fields(cls):
             default = "required" if field.default is dataclasses.MISSING else f"default {field.default!r}"
             print(f"    {field.name}: {field.type} ({default})")

@@ -372,3 +372,17 @@ def test_select_centroid_after_kmeans(tmp_path: Path) -> None:
     assert main(["select", str(pool), "--method", "centroid", "--budget", "4", "-o", str(out)]) == 0
     assert load_selection_folder(out)["id"] == [0, 1, 2, 3]
     assert SelectionRecord.load(out).parameters["mode"] == "centroid"
+
+
+def test_score_embed_from_the_cli(pool_file: Path, tmp_path: Path, tiny_model: str) -> None:
+    """`score --method embed --normalize` writes unit vectors, and NaN vectors + a reason for bad rows."""
+    out = tmp_path / "emb"
+    argv = ["score", str(pool_file), "--method", "embed", "--model", tiny_model, "--normalize", "-o", str(out)]
+    assert main(argv) == 0
+    ds = load_from_disk(str(out))
+    vectors = ds["embedding"]
+    for i, (vector, error) in enumerate(zip(vectors, ds["embedding_error"], strict=True)):
+        if i in (7, 17, 27):
+            assert error and all(v != v for v in vector)
+        else:
+            assert not error and abs(sum(v * v for v in vector) - 1.0) < 1e-4
