@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="kcenter: number of random start rows, or comma-separated pool indices")
     p.add_argument("--kcenter-mode", choices=["greedy", "one-shot"], default="greedy")
     p.add_argument("--device", help="kcenter: torch device (default: cuda when available)")
+    p.add_argument("--n-clusters", type=int, help="kmeans: number of clusters")
+    p.add_argument("--score-column", help="kmeans: fill each cluster's quota by this score (default: centroid)")
+    p.add_argument("--niter", type=int, default=20, help="kmeans: iterations")
+    p.add_argument("--spherical", action="store_true", help="kmeans: cosine clusters (normalised embeddings)")
 
     p = sub.add_parser("push", help="publish a selection folder to a Hub dataset repo in one commit")
     p.add_argument("folder", help="selection folder written by `hf-select select`")
@@ -194,7 +198,7 @@ def cmd_select(args: argparse.Namespace, command: str) -> int:
         args.input, split=args.split, revision=args.data_revision, config=args.data_config
     )
     common: dict[str, Any] = {"token_column": args.token_column, "source": source, "scorers": scorers}
-    needs_column = args.method in ("top-k", "threshold", "within-clusters", "kcenter")
+    needs_column = args.method in ("top-k", "threshold", "within-clusters", "kcenter", "kmeans")
     if needs_column and not args.column:
         raise InputError(f"--method {args.method} needs --column")
     if args.method != "threshold" and not args.budget:
@@ -220,6 +224,13 @@ def cmd_select(args: argparse.Namespace, command: str) -> int:
         sel = select.zip_select(
             pool, budget, k1=args.k1, k2=args.k2, k3=args.k3, text=args.zip_text, level=args.zip_level,
             workers=args.workers, **common,
+        )  # fmt: skip
+    elif args.method == "kmeans":
+        if not args.n_clusters:
+            raise InputError("--method kmeans needs --n-clusters")
+        sel = select.kmeans_select(
+            pool, args.column, budget, n_clusters=args.n_clusters, score_column=args.score_column,
+            largest=not args.smallest, seed=args.seed, niter=args.niter, spherical=args.spherical, **common,
         )  # fmt: skip
     elif args.method == "centroid":
         distance = args.column or "cluster_distance"

@@ -326,3 +326,39 @@ def centroids(
             clustering.describe() if isinstance(clustering, KMeans) else dict(clustering)
         )
     return selection
+
+
+def kmeans_select(
+    pool: Dataset,
+    column: str,
+    budget: Budget | int | float | str,
+    *,
+    n_clusters: int,
+    score_column: str | None = None,
+    largest: bool = True,
+    seed: int = 0,
+    niter: int = 20,
+    spherical: bool = False,
+    token_column: str = TOKEN_COLUMN,
+    source: dict[str, Any] | None = None,
+    scorers: Sequence[Any] = (),
+) -> Selection:
+    """Cluster `column` (embeddings) with k-means, then give each cluster a quota proportional to its size,
+    filled by `score_column` (the study's "token length + k-means" with `n_tokens`, "quality + k-means"
+    with CE/IFD/SelectIT) or, without one, by the rows nearest the centroid. The subset keeps the
+    `cluster` and `cluster_distance` columns.
+
+    Example:
+        >>> sel = kmeans_select(scored, "embedding", 1000, n_clusters=100, score_column="n_tokens")  # doctest: +SKIP
+    """
+    km = KMeans(n_clusters=n_clusters, column=column, seed=seed, niter=niter, spherical=spherical)
+    clustered = km.fit(pool)
+    common = {"token_column": token_column, "source": source, "scorers": scorers}
+    if score_column is None:
+        selection = centroids(clustered, budget, clustering=km, **common)
+    else:
+        selection = within_clusters(clustered, km.output_column, score_column, budget, largest=largest, **common)
+        selection.record.parameters.update(mode="score", clustering=km.describe())
+    selection.record.method = "kmeans"
+    selection.record.parameters.update(embedding_column=column, n_clusters=n_clusters, seed=seed)
+    return selection

@@ -386,3 +386,24 @@ def test_score_embed_from_the_cli(pool_file: Path, tmp_path: Path, tiny_model: s
             assert error and all(v != v for v in vector)
         else:
             assert not error and abs(sum(v * v for v in vector) - 1.0) < 1e-4
+
+
+def test_select_kmeans_by_score_and_by_centroid(tmp_path: Path) -> None:
+    """`select --method kmeans` clusters the embeddings, then fills per-cluster quotas by a score or by
+    distance to the centroid; two well-separated blobs get proportional quotas."""
+    rows = []
+    for i in range(12):
+        blob = 0 if i < 8 else 1  # 8 rows near (0, 0), 4 near (10, 10)
+        rows.append({"id": i, "embedding": [10.0 * blob + 0.01 * i, 10.0 * blob], "n_tokens": float(i)})
+    pool = tmp_path / "emb.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = ["select", str(pool), "--method", "kmeans", "--column", "embedding", "--n-clusters", "2", "--budget", "3"]
+    out = tmp_path / "by-score"
+    assert main([*base, "--score-column", "n_tokens", "-o", str(out)]) == 0
+    assert load_selection_folder(out)["id"] == [6, 7, 11]  # 2 of the 8-row blob, 1 of the 4-row blob, longest
+    record = SelectionRecord.load(out)
+    assert record.method == "kmeans" and record.parameters["mode"] == "score"
+    assert record.parameters["clustering"]["config"]["n_clusters"] == 2
+    out = tmp_path / "by-centroid"
+    assert main([*base, "-o", str(out)]) == 0
+    assert SelectionRecord.load(out).parameters["mode"] == "centroid" and len(load_selection_folder(out)) == 3

@@ -28,6 +28,7 @@ from hf_select.select import (
     centroids,
     ifd_top_k,
     kcenter_greedy,
+    kmeans_select,
     proportional_quotas,
     random,
     random_controls,
@@ -571,6 +572,7 @@ def test_selectors_registry() -> None:
         "zip": zip_select,
         "kcenter": kcenter_greedy,
         "centroid": centroids,
+        "kmeans": kmeans_select,
     }
     assert expected == SELECTORS
 

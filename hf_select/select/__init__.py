@@ -12,7 +12,7 @@ Example:
     [0, 2]
 """
 
-from ..cluster import centroids
+from ..cluster import centroids, kmeans_select
 from .budget import Budget
 from .diverse_evol import diverse_evol
 from .kcenter import kcenter_greedy, kcenter_indices
@@ -33,6 +33,7 @@ SELECTORS = {
     "zip": zip_select,
     "kcenter": kcenter_greedy,
     "centroid": centroids,
+    "kmeans": kmeans_select,
 }
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "centroids",
     "diverse_evol",
     "ifd_top_k",
+    "kmeans_select",
     "kcenter_greedy",
     "kcenter_indices",
     "pre_experience_subset",
