@@ -539,8 +539,7 @@ def test_templates_ship_with_the_package() -> None:
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     packages = setuptools.get("packages")
-    if not isinstance(packages, list):
-        pytest.skip("pyproject.toml does not map cards/ to hf_select.cards yet")
+    assert isinstance(packages, list), "pyproject.toml must list the packages (find ignores package-dir)"
     assert setuptools["package-dir"]["hf_select.cards"] == "cards"
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "hf_select").rglob("__init__.py")} | {
         "hf_select.cards",
