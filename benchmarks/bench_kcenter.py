@@ -18,42 +18,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import time
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
-from common import write_results
+from common import measure, write_results
 
 from hf_select.select.kcenter import kcenter_indices
 
 NOMM = "donot_use_mm_for_euclid_dist"
-
-
-def _status(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return -1
-
-
-def measure(fn: Callable[[], Any]) -> tuple[Any, float, int | None]:
-    """(result, seconds, peak resident bytes above the resident set before)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM (peak RSS) to the current RSS
-        resettable = True
-    except OSError:
-        resettable = False
-    before = _status("VmRSS")
-    t0 = time.perf_counter()
-    out = fn()
-    seconds = time.perf_counter() - t0
-    peak = _status("VmHWM") if resettable else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return out, seconds, (peak - before) if resettable else None
 
 
 def plain_exact(X: torch.Tensor, start: int, picks: int) -> list[int]:

@@ -20,43 +20,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import tempfile
-import time
-from collections.abc import Callable
 from typing import Any
 
 import faiss
 import numpy as np
 import pyarrow as pa
-from common import write_results
+from common import measure, write_results
 from datasets import Dataset, load_from_disk
 
 from hf_select.cluster import KMeans, embedding_array
-
-
-def _status(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return -1
-
-
-def measure(fn: Callable[[], Any]) -> tuple[Any, float, int | None]:
-    """(result, seconds, peak resident bytes above the resident set before)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM (peak RSS) to the current RSS
-        resettable = True
-    except OSError:
-        resettable = False
-    before = _status("VmRSS") if resettable else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    t0 = time.perf_counter()
-    out = fn()
-    seconds = time.perf_counter() - t0
-    peak = _status("VmHWM") if resettable else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return out, seconds, peak - before
 
 
 def objective(X: np.ndarray, C: np.ndarray, labels: np.ndarray) -> float:

@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import sys
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,3 +44,28 @@ def write_results(name: str, figures: dict[str, Any], markdown: str) -> Path:
     header = f"Command: `{payload['command']}`  \nDate: {payload['date']}  \nMachine: {payload['machine']}\n\n"
     (RESULTS / f"{name}.md").write_text(header + markdown + "\n", encoding="utf-8")
     return RESULTS / f"{name}.json"
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return -1
+
+
+def measure(fn: Callable[[], Any]) -> tuple[Any, float, int | None]:
+    """(result, seconds, peak resident bytes above the resident set before; None where the peak cannot be
+    reset, since the lifetime maximum would not say what `fn` used)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM (peak RSS) to the current RSS
+    except OSError:
+        t0 = time.perf_counter()
+        out = fn()
+        return out, time.perf_counter() - t0, None
+    before = _status("VmRSS")
+    t0 = time.perf_counter()
+    out = fn()
+    seconds = time.perf_counter() - t0
+    return out, seconds, _status("VmHWM") - before
