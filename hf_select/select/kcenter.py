@@ -35,15 +35,28 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from datasets import Dataset
 
 from ..errors import BudgetError, InputError
 from .budget import Budget, take
 from .selection import TOKEN_COLUMN, Selection, finish, token_values
+
+if TYPE_CHECKING:
+    import torch
+else:
+
+    class _LazyTorch:
+        """torch, imported on first use: `import hf_select` should not pay ~1 s for it."""
+
+        def __getattr__(self, name: str) -> Any:
+            import torch
+
+            return getattr(torch, name)
+
+    torch = _LazyTorch()
 
 Mode = Literal["greedy", "one-shot"]
 MODES = ("greedy", "one-shot")
