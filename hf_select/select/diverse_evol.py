@@ -378,9 +378,8 @@ def diverse_evol(
     }
     tokens = token_values(pool, budget, token_column)
     selection = finish(
-        pool, np.asarray(order, dtype=np.int64), method="diverseevol", parameters=parameters, budget=budget,
-        seed=seed, tokens=tokens, source=source, scorers=scorers,
+        pool, order, method="diverseevol", parameters=parameters, budget=budget,
+        seed=seed, tokens=tokens, source=source, scorers=scorers, ordered=True,
     )  # fmt: skip
-    selection.order = np.asarray(order, dtype=np.int64)  # type: ignore[attr-defined]
     selection.model_state = state  # type: ignore[attr-defined]
     return selection

@@ -384,9 +384,7 @@ def kcenter_greedy(
         "init_rows": start.tolist(),
         "device": dev.type,
     }
-    selection = finish(
+    return finish(
         pool, chosen, method="kcenter", parameters=parameters, budget=budget, seed=seed,
-        tokens=tokens, source=source, scorers=scorers,
+        tokens=tokens, source=source, scorers=scorers, ordered=True,
     )  # fmt: skip
-    selection.order = np.asarray(chosen, dtype=np.int64)
-    return selection

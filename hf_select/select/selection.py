@@ -104,9 +104,12 @@ def finish(
     tokens: np.ndarray | None,
     source: dict[str, Any] | None,
     scorers: Sequence[Any],
+    ordered: bool = False,
 ) -> Selection:
-    """Build the `Selection` (subset in pool order) and its record from the chosen pool indices."""
-    indices = np.sort(np.asarray(chosen, dtype=np.int64))
+    """Build the `Selection` (subset in pool order) and its record from the chosen pool indices; with
+    `ordered`, `chosen` is in pick order and is kept as `Selection.order` (greedy selectors)."""
+    order = np.asarray(chosen, dtype=np.int64)
+    indices = np.sort(order)
     kept_tokens = int(np.nansum(tokens[indices])) if tokens is not None else None
     pool_tokens = int(np.nansum(tokens)) if tokens is not None else None
     record = SelectionRecord(
@@ -123,4 +126,4 @@ def finish(
         source=source if source is not None else source_info(pool),
         scorers=scorer_entries(scorers),
     )
-    return Selection(dataset=pool.select(indices), indices=indices, record=record)
+    return Selection(dataset=pool.select(indices), indices=indices, record=record, order=order if ordered else None)

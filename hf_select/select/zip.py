@@ -445,9 +445,7 @@ def zip_select(
     }  # fmt: skip
     if text == "repr":
         parameters["columns"] = list(pool.column_names) if columns is None else list(columns)
-    selection = finish(
+    return finish(
         pool, chosen, method="zip", parameters=parameters, budget=budget, seed=None,
-        tokens=tokens, source=source, scorers=scorers,
+        tokens=tokens, source=source, scorers=scorers, ordered=True,
     )  # fmt: skip
-    selection.order = np.asarray(chosen, dtype=np.int64)
-    return selection
