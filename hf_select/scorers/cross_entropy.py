@@ -7,8 +7,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..engine import TargetNLL
 from ..errors import InputError
 from .lm import LMResources, LMScorer
+
+
+def ce_and_ppl(
+    rows: Sequence[int], stats: Sequence[TargetNLL], errors: list[str | None]
+) -> tuple[list[float | None], list[float | None]]:
+    """Per-row mean NLL and its exponential from engine results for `rows` (None elsewhere); a row the
+    backend could not score gets its reason in `errors` instead."""
+    ce: list[float | None] = [None] * len(errors)
+    ppl: list[float | None] = [None] * len(errors)
+    for i, s in zip(rows, stats, strict=True):
+        if s.error is not None:
+            errors[i] = s.error
+            continue
+        ce[i] = s.mean
+        ppl[i] = math.exp(s.mean) if s.mean < 700 else math.inf  # exp overflows past ~709
+    return ce, ppl
 
 
 @dataclass(kw_only=True)
@@ -41,15 +58,6 @@ class CrossEntropyScorer(LMScorer):
 
     def score(self, batch: Mapping[str, Sequence[Any]], resources: LMResources) -> tuple[dict[str, list], list]:
         kept, units, errors = self.units(batch, resources.encoder)
-        n = len(errors)
-        ce: list[float | None] = [None] * n
-        ppl: list[float | None] = [None] * n
-        for i, stats in zip(
-            kept, resources.engine.nll(units, shift=self.shift, batch_tokens=self.batch_tokens), strict=True
-        ):
-            if stats.error is not None:
-                errors[i] = stats.error
-                continue
-            ce[i] = stats.mean
-            ppl[i] = math.exp(stats.mean) if stats.mean < 700 else math.inf
+        stats = resources.engine.nll(units, shift=self.shift, batch_tokens=self.batch_tokens)
+        ce, ppl = ce_and_ppl(kept, stats, errors)
         return {"ce": ce, "ppl": ppl}, errors

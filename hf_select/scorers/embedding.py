@@ -36,7 +36,6 @@ Example:
 from __future__ import annotations
 
 import importlib.util
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from ..encoding import ConversationEncoder
 from ..engine import LocalEngine, micro_batches
 from ..errors import InputError
 from ..tokenizer import load_tokenizer, model_provenance
+from .cross_entropy import ce_and_ppl
 from .lm import LMResources, LMScorer
 
 MINILM = "embedded:minilm"
@@ -327,9 +327,6 @@ class PromptPerplexityScorer(LMScorer):
 
     def score(self, batch: Mapping[str, Sequence[Any]], resources: LMResources) -> tuple[dict[str, list], list]:
         kept, sequences, errors = text_sequences(self, batch, resources.encoder, "instruction")
-        n = len(errors)
-        ce: list[float | None] = [None] * n
-        ppl: list[float | None] = [None] * n
         rows, units = [], []
         for i, ids in zip(kept, sequences, strict=True):
             if len(ids) < 2:
@@ -337,10 +334,5 @@ class PromptPerplexityScorer(LMScorer):
                 continue
             rows.append(i)
             units.append((ids, [(1, len(ids))]))
-        for i, stats in zip(rows, resources.engine.nll(units, batch_tokens=self.batch_tokens), strict=True):
-            if stats.error is not None:
-                errors[i] = stats.error
-                continue
-            ce[i] = stats.mean
-            ppl[i] = math.exp(stats.mean) if stats.mean < 700 else math.inf
+        ce, ppl = ce_and_ppl(rows, resources.engine.nll(units, batch_tokens=self.batch_tokens), errors)
         return {"prompt_ce": ce, "prompt_ppl": ppl}, errors
