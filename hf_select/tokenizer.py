@@ -23,6 +23,16 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_
         raise InputError(f"cannot load tokenizer {name_or_path!r}: {err}") from err
 
 
+def hub_commit(repo_id: str, revision: str | None = None) -> str | None:
+    """The commit sha a Hub model repo's revision points at; None when offline, private or missing."""
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().model_info(repo_id, revision=revision).sha
+    except Exception:  # the record then says it is unknown
+        return None
+
+
 def tokenizer_provenance(name_or_path: str, revision: str | None = None) -> dict[str, Any]:
     """What identifies a tokenizer in a selection record: its name, revision and a content hash."""
     info: dict[str, Any] = {"name_or_path": name_or_path, "revision": revision}
@@ -35,12 +45,7 @@ def tokenizer_provenance(name_or_path: str, revision: str | None = None) -> dict
                     digest.update(fname.encode() + b"\0" + f.read())
         info["sha256"] = digest.hexdigest()
     else:
-        try:
-            from huggingface_hub import HfApi
-
-            info["commit"] = HfApi().model_info(path, revision=revision).sha
-        except Exception:  # offline or private: the record says it is unknown
-            info["commit"] = None
+        info["commit"] = hub_commit(path, revision)
     return info
 
 
@@ -61,10 +66,5 @@ def model_provenance(name_or_path: str, revision: str | None = None) -> dict[str
             if f.endswith((".safetensors", ".bin", ".gguf"))
         }
     else:
-        try:
-            from huggingface_hub import HfApi
-
-            info["commit"] = HfApi().model_info(path, revision=revision).sha
-        except Exception:  # offline or private: the record says it is unknown
-            info["commit"] = None
+        info["commit"] = hub_commit(path, revision)
     return info
