@@ -38,6 +38,7 @@ from datasets import Dataset
 from huggingface_hub import DatasetCard
 from huggingface_hub.repocard_data import CardData
 
+from .cluster import KMeans
 from .errors import BudgetError, HFSelectError, InputError
 from .record import SelectionRecord
 from .select import Budget, Selection
@@ -464,6 +465,11 @@ def _scorer_lines(scorers: Sequence[Any]) -> list[tuple[Markdown, Markdown]]:
         if not isinstance(entry, Mapping):
             continue
         parts = [code(entry.get("method", "?"))]
+        if _is_clustering(entry):
+            config = entry["config"]
+            detail = f"{text(config['n_clusters'])} clusters of {code(config.get('column'))}"
+            detail += f", seed {text(config.get('seed'))}"
+            parts.append(detail + (", spherical" if config.get("spherical") else ""))
         for kind in ("model", "tokenizer"):
             info = entry.get(kind)
             if info is None:
@@ -478,7 +484,7 @@ def _scorer_lines(scorers: Sequence[Any]) -> list[tuple[Markdown, Markdown]]:
             parts.append(detail)
         rows.append(
             (
-                Markdown("Scorer"),
+                Markdown("Clustering" if _is_clustering(entry) else "Scorer"),
                 Markdown(" with ".join(parts[:1]) + (": " + "; ".join(parts[1:]) if parts[1:] else "")),
             )
         )
@@ -747,11 +753,19 @@ def _budget_literal(requested: Mapping[str, Any] | None) -> str:
     return repr(requested["value"])
 
 
+def _is_clustering(entry: Mapping[str, Any]) -> bool:
+    """A scorers entry written by `hf-select cluster` (`KMeans.describe()`), not by a scorer."""
+    return entry.get("method") == KMeans.method and "n_clusters" in (entry.get("config") or {})
+
+
 def _python_snippet(record: SelectionRecord) -> Markdown:
     source = record.source or {}
     scorers = [e for e in record.scorers if isinstance(e, Mapping) and e.get("method")]
-    imports = "SCORERS, select" if scorers else "select"
-    lines = [f"from hf_select import {imports}", "from hf_select.pool import load_pool", ""]
+    imports = "SCORERS, select" if any(not _is_clustering(e) for e in scorers) else "select"
+    lines = [f"from hf_select import {imports}"]
+    if any(_is_clustering(e) for e in scorers):
+        lines.append("from hf_select.cluster import KMeans")
+    lines += ["from hf_select.pool import load_pool", ""]
     args = [repr(str(source.get("dataset", "<pool>")))]
     for key in ("split", "revision", "config"):
         if source.get(key):
@@ -762,6 +776,9 @@ def _python_snippet(record: SelectionRecord) -> Markdown:
     for entry in scorers:
         config = {k: v for k, v in (entry.get("config") or {}).items() if v is not None}
         kwargs = "".join(f"\n    {k}={_python_literal(v)}," for k, v in config.items())
+        if _is_clustering(entry):
+            lines.append(f"pool = KMeans({kwargs}\n).fit(pool)  # adds the cluster and distance columns")
+            continue
         lines.append(
             f"scorer = SCORERS[{entry['method']!r}]({kwargs}\n)"
             if kwargs

@@ -1,7 +1,9 @@
-"""The `hf-select` command line: `score`, `select`, `push`, `methods`, `demo`.
+"""The `hf-select` command line: `score`, `cluster`, `select`, `push`, `methods`, `demo`.
 
 Example:
     $ hf-select score data.jsonl --method token-length --tokenizer HuggingFaceTB/SmolLM2-135M-Instruct -o scored
+    $ hf-select cluster scored-emb --column embedding --n-clusters 100 -o clustered
+    $ hf-select select clustered --method within-clusters --column n_tokens --budget 1000 -o km-longest
     $ hf-select select scored --method top-k --column n_tokens --budget 1000 --controls 5 -o longest-1000
     $ hf-select push longest-1000 --repo-id me/sharegpt-longest-1000
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 from . import __version__, select
 from .card import fetch_source_card_data
+from .cluster import KMeans
 from .conversation import detect_format
 from .demo import print_demo, run_demo
 from .errors import HFSelectError, InputError
@@ -73,6 +76,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", default=None, help="stop at the first bad row")
     p.add_argument("--dry-run", action="store_true", help="time a short probe and estimate the run; write nothing")
     p.add_argument("--probe-rows", type=int, default=64, help="rows the --dry-run probe scores")
+
+    p = sub.add_parser(
+        "cluster", help="k-means an embedding column: adds `cluster` and `cluster_distance` columns for `select`"
+    )
+    _add_input(p)
+    p.add_argument("--column", default="embedding", help="embedding column: a list of numbers per row")
+    p.add_argument("--n-clusters", type=int, required=True, help="number of clusters (K)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--niter", type=int, default=20, help="k-means iterations")
+    p.add_argument("--spherical", action="store_true", help="cosine clusters (for normalised embeddings)")
+    p.add_argument("--init", choices=["random", "k-means++"], default="random", help="centroid initialisation")
+    p.add_argument(
+        "--max-points-per-centroid", type=int, default=256,
+        help="train on a seeded sample of at most this many rows per cluster (faiss's default 256); "
+        "every row is then assigned to its nearest centroid",
+    )  # fmt: skip
 
     p = sub.add_parser("select", help="select a subset of a scored dataset by a budget")
     _add_input(p)
@@ -188,6 +207,40 @@ def cmd_score(args: argparse.Namespace, command: str) -> int:
     print(table({"scored": describe(scored)}))
     if errors:
         print(f"\n{errors:,} rows could not be scored (reason in '{scorer.error_column}').")
+    print(f"Wrote {out}")
+    return 0
+
+
+def cmd_cluster(args: argparse.Namespace, command: str) -> int:
+    """k-means (`cluster.KMeans`) of an embedding column, saved like `score` saves: the dataset with
+    `cluster` and `cluster_distance` added, and `hf_select.json` with the clustering's `describe()` (plus
+    the command) appended to the scorers, so that `select` records and cards carry it."""
+    km = KMeans(
+        n_clusters=args.n_clusters, column=args.column, seed=args.seed, niter=args.niter, spherical=args.spherical,
+        init=args.init, max_points_per_centroid=args.max_points_per_centroid,
+    )  # fmt: skip
+    out = prepare_output(args.output, [args.input], overwrite=args.overwrite)
+    pool, source, scorers = load_pool(
+        args.input, split=args.split, revision=args.data_revision, config=args.data_config
+    )
+    clustered = km.fit(pool)
+    replaced = (km.output_column, km.distance_column)
+    kept = [  # an earlier clustering whose columns were just replaced no longer made any column here
+        s for s in scorers
+        if not (s.get("method") == KMeans.method and (s.get("config") or {}).get("output_column") in replaced)
+    ]  # fmt: skip
+    save_scored(clustered, out, source=source, scorers=[*kept, {**km.describe(), "command": command}])
+    stats, sizes = km.stats, km.stats["cluster_sizes"]
+    objective = stats["objective"][-1] if stats.get("objective") else None
+    print(
+        f"{stats['rows_clustered']:,} of {len(clustered):,} rows in {args.n_clusters:,} clusters "
+        f"(sizes {sizes['min']:,} to {sizes['max']:,}, {sizes['empty']:,} empty)"
+        + (f"; objective {objective:,.6g} after {stats['iterations']} iterations" if objective is not None else "")
+    )
+    if stats["rows_unclustered"]:
+        n = stats["rows_unclustered"]
+        rows = f"{n:,} row{'s' if n != 1 else ''}"
+        print(f"{rows} without a usable {args.column!r} vector: cluster is null (never selected).")
     print(f"Wrote {out}")
     return 0
 
@@ -309,6 +362,13 @@ def cmd_methods() -> int:
                 continue
             default = "required" if param.default is inspect.Parameter.empty else f"default {param.default!r}"
             print(f"    {param.name}: {param.annotation} ({default})")
+    print("\nClustering (hf-select cluster):")
+    print(f"  {KMeans.method}: {(KMeans.__doc__ or '').strip().splitlines()[0]}")
+    print(f"    adds: {KMeans.output_column}, {KMeans.distance_column}")
+    for field in dataclasses.fields(KMeans):
+        if field.init and field.name not in ("output_column", "distance_column"):
+            default = "required" if field.default is dataclasses.MISSING else f"default {field.default!r}"
+            print(f"    {field.name}: {field.type} ({default})")
     return 0
 
 
@@ -319,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "score":
             return cmd_score(args, command)
+        if args.command == "cluster":
+            return cmd_cluster(args, command)
         if args.command == "select":
             return cmd_select(args, command)
         if args.command == "methods":

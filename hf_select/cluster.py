@@ -186,6 +186,8 @@ class KMeans:
             raise InputError(f"niter must be at least 1, got {self.niter}")
         if self.init not in ("random", "k-means++"):
             raise InputError(f"init must be 'random' or 'k-means++', got {self.init!r}")
+        if self.max_points_per_centroid < 1:
+            raise InputError(f"max_points_per_centroid must be at least 1, got {self.max_points_per_centroid}")
 
     _STATE = ("centroids", "stats")
 
