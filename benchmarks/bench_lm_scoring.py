@@ -1,8 +1,14 @@
-"""Tokens/s of the IFD and CE scorers against the naive one-row-per-forward implementation.
+"""Tokens/s of the IFD and CE scorers against one-row-per-forward implementations.
 
-The naive baseline is how the study's code works: one forward pass per row (two for IFD) with full
-logits over every position, then the loss over the response positions. Both sides score the very
-same token sequences (the scorer's own encoding), and the benchmark checks they agree.
+Two baselines, both one forward pass per row (two for IFD) with full logits over every position, on the
+very same token sequences as the scorer (its own encoding), each checked to agree with it:
+- **naive**: a clean per-row loop (one vectorised log-softmax over the logits, the response positions'
+  NLL gathered at once);
+- **study code**: the work the study's scripts do per row: the forward with `labels=` and
+  `output_hidden_states=True`; for IFD each pass then takes every position's log-softmax and NLL in a
+  Python loop (Cherry LLM's `data_analysis.py --mod cherry`), for CE a second, unshifted cross-entropy
+  over the logits (the study's `entropy_response.py`; its value is the study's bug, so the check uses the
+  shifted `outputs.loss` it also computes).
 
     python benchmarks/bench_lm_scoring.py --model tiny --rows 2000            # CPU floor: 5x naive
     python benchmarks/bench_lm_scoring.py --model embedded:smollm2 --rows 64 --max-length 512
@@ -67,12 +73,35 @@ def naive_nll(model: torch.nn.Module, ids: list[int], spans: list[tuple[int, int
     return total, count
 
 
+def study_ifd_pass(model: torch.nn.Module, ids: list[int], start: int, device: str) -> float:
+    """Mean response NLL from one pass done the study's way (see the module docstring)."""
+    x = torch.tensor([ids], device=device)
+    labels = x.clone()
+    labels[0, :start] = -100
+    with torch.no_grad():
+        out = model(x, labels=labels, output_hidden_states=True)
+    log_softmax, nll = torch.nn.LogSoftmax(dim=-1), torch.nn.NLLLoss(reduction="none")
+    losses = [nll(log_softmax(out.logits[0, i - 1])[None], x[0, i][None]).item() for i in range(1, len(ids))]
+    return float(np.mean(losses[start - 1 :]))
+
+
+def study_ce_row(model: torch.nn.Module, ids: list[int], start: int, device: str) -> float:
+    """The shifted CE of one row, computed with the study's per-row work (see the module docstring)."""
+    x = torch.tensor([ids], device=device)
+    labels = x[0].clone()
+    labels[:start] = -100
+    with torch.no_grad():
+        out = model(x, labels=labels[None], output_hidden_states=True)
+        torch.nn.functional.cross_entropy(out.logits[0], labels, ignore_index=-100).item()  # the study's value
+    return out.loss.item()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--max-length", type=int, default=2048)
-    parser.add_argument("--batch-tokens", type=int, default=32768)
+    parser.add_argument("--batch-tokens", type=int, help="default: the engine's (32768 on GPU, 4096 on CPU)")
     parser.add_argument("--naive-rows", type=int, help="time the naive loop on the first N rows only")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -86,6 +115,7 @@ def main() -> None:
     ce_scorer, ifd_scorer = CrossEntropyScorer(**common), IFDScorer(**common)
     resources = ce_scorer.resources(0 if device == "cuda" else None)
     engine = resources.engine
+    batch_tokens = args.batch_tokens or engine.batch_tokens
     kept, units, _ = ce_scorer.units(pool[:], resources.encoder)
     header = assistant_header(resources.encoder)
     seq_tokens = sum(len(ids) for ids, _ in units)
@@ -109,10 +139,10 @@ def main() -> None:
     naive_n = min(args.naive_rows or len(units), len(units))
     model = engine.model
     # The engine alone on the same token sequences as the naive loop (no tokenisation on either side).
-    _, engine_ce_s = timed(lambda: engine.nll(units[:naive_n], batch_tokens=args.batch_tokens))
+    _, engine_ce_s = timed(lambda: engine.nll(units[:naive_n], batch_tokens=batch_tokens))
     first = units[:naive_n]
     first_direct = [(header + ids[s:e], [(len(header), len(header) + e - s)]) for ids, spans in first for s, e in spans]
-    _, engine_ifd_s = timed(lambda: engine.nll(first + first_direct, batch_tokens=args.batch_tokens))
+    _, engine_ifd_s = timed(lambda: engine.nll(first + first_direct, batch_tokens=batch_tokens))
 
     def naive_ce() -> list[float]:
         return [s / c for s, c in (naive_nll(model, ids, spans, engine.device) for ids, spans in units[:naive_n])]
@@ -129,14 +159,29 @@ def main() -> None:
             out.append(cond_sum / direct_sum)
         return out
 
+    def study_ce() -> list[float]:
+        return [study_ce_row(model, list(ids), spans[0][0], engine.device) for ids, spans in units[:naive_n]]
+
+    def study_ifd() -> list[float]:
+        out = []
+        for ids, spans in units[:naive_n]:
+            ((start, end),) = spans
+            cond = study_ifd_pass(model, list(ids), start, engine.device)
+            direct = study_ifd_pass(model, header + list(ids[start:end]), len(header), engine.device)
+            out.append(cond / direct)
+        return out
+
     naive_ce_vals, naive_ce_s = timed(naive_ce)
     naive_ifd_vals, naive_ifd_s = timed(naive_ifd)
+    study_ce_vals, study_ce_s = timed(study_ce)
+    study_ifd_vals, study_ifd_s = timed(study_ifd)
     ce_vals = np.array(ce_out["ce"])[kept][:naive_n]
     ifd_vals = np.array(ifd_out["ifd"])[kept][:naive_n]
     tolerance = 1e-4 if engine.dtype == torch.float32 else 5e-2
     ce_diff = float(np.max(np.abs(ce_vals - naive_ce_vals)))
     ifd_diff = float(np.max(np.abs(ifd_vals - naive_ifd_vals)))
-    assert ce_diff < tolerance and ifd_diff < tolerance, (ce_diff, ifd_diff)
+    study_diff = max(np.max(np.abs(ce_vals - study_ce_vals)), np.max(np.abs(ifd_vals - study_ifd_vals)))
+    assert max(ce_diff, ifd_diff, study_diff) < tolerance, (ce_diff, ifd_diff, study_diff)
 
     naive_tokens = sum(len(ids) for ids, _ in units[:naive_n])
     naive_ifd_tokens = naive_tokens + sum(len(header) + e - s for _, spans in units[:naive_n] for s, e in spans)
@@ -148,6 +193,8 @@ def main() -> None:
         "ifd_tokens_per_s": ifd_tokens / ifd_s,
         "naive_ce_tokens_per_s": naive_tokens / naive_ce_s,
         "naive_ifd_tokens_per_s": naive_ifd_tokens / naive_ifd_s,
+        "study_ce_tokens_per_s": naive_tokens / study_ce_s,
+        "study_ifd_tokens_per_s": naive_ifd_tokens / study_ifd_s,
     }
     figures = {
         "model": args.model,
@@ -157,7 +204,7 @@ def main() -> None:
         "rows": args.rows,
         "scored_rows": len(units),
         "max_length": args.max_length,
-        "batch_tokens": args.batch_tokens,
+        "batch_tokens": batch_tokens,
         "sequence_tokens": seq_tokens,
         "target_tokens": target_tokens,
         "naive_rows": naive_n,
@@ -166,8 +213,13 @@ def main() -> None:
         "engine_ifd_speedup_over_naive": round(rates["engine_ifd_tokens_per_s"] / rates["naive_ifd_tokens_per_s"], 2),
         "ce_speedup_over_naive": round(rates["ce_tokens_per_s"] / rates["naive_ce_tokens_per_s"], 2),
         "ifd_speedup_over_naive": round(rates["ifd_tokens_per_s"] / rates["naive_ifd_tokens_per_s"], 2),
+        "engine_ce_speedup_over_study": round(rates["engine_ce_tokens_per_s"] / rates["study_ce_tokens_per_s"], 2),
+        "engine_ifd_speedup_over_study": round(rates["engine_ifd_tokens_per_s"] / rates["study_ifd_tokens_per_s"], 2),
+        "ce_speedup_over_study": round(rates["ce_tokens_per_s"] / rates["study_ce_tokens_per_s"], 2),
+        "ifd_speedup_over_study": round(rates["ifd_tokens_per_s"] / rates["study_ifd_tokens_per_s"], 2),
         "max_abs_diff_ce": ce_diff,
         "max_abs_diff_ifd": ifd_diff,
+        "max_abs_diff_study": float(study_diff),
     }
     if device == "cuda":
         name = torch.cuda.get_device_name(0)
@@ -179,22 +231,27 @@ def main() -> None:
             figures["mfu_ifd"] = round(2 * n_params * rates["ifd_tokens_per_s"] / peak, 3)
     lines = [
         f"{args.model} ({n_params:,} parameters, {engine.dtype}) on {device}: {len(units):,} ShareGPT rows "
-        f"({seq_tokens:,} tokens, max_length {args.max_length}); naive measured on {naive_n:,} rows.",
+        f"({seq_tokens:,} tokens, max_length {args.max_length}, batch_tokens {batch_tokens:,}); the baselines "
+        f"measured on {naive_n:,} rows.",
         "",
-        "Engine: the same token sequences as the naive loop, no tokenisation on either side. End to end:",
-        "`ds.map(scorer)` over every row (rendering, tokenising, rows rejected as too long) against the naive",
-        "loop's forward passes alone.",
+        "Engine: the same token sequences as the baselines, no tokenisation on any side. End to end:",
+        "`ds.map(scorer)` over every row (rendering, tokenising, rows rejected as too long) against the",
+        "baselines' forward passes alone. Naive: a clean per-row loop. Study code: the study's per-row work.",
         "",
-        "| method | engine tokens/s | end-to-end tokens/s | naive tokens/s | engine vs naive | end-to-end vs naive |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| CE | {rates['engine_ce_tokens_per_s']:,.0f} | {rates['ce_tokens_per_s']:,.0f} | "
-        f"{rates['naive_ce_tokens_per_s']:,.0f} | {figures['engine_ce_speedup_over_naive']:.1f}x | "
-        f"{figures['ce_speedup_over_naive']:.1f}x |",
-        f"| IFD | {rates['engine_ifd_tokens_per_s']:,.0f} | {rates['ifd_tokens_per_s']:,.0f} | "
-        f"{rates['naive_ifd_tokens_per_s']:,.0f} | {figures['engine_ifd_speedup_over_naive']:.1f}x | "
-        f"{figures['ifd_speedup_over_naive']:.1f}x |",
+        "| method | engine | end to end | naive | study code | engine vs naive | engine vs study code "
+        "| end to end vs naive | end to end vs study code |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in ("ce", "ifd"):
+        rate = [rates[f"{k}{m}_tokens_per_s"] for k in ("engine_", "", "naive_", "study_")]
+        ratio = [figures[f"{k}{m}_speedup_over_{b}"] for k in ("engine_", "") for b in ("naive", "study")]
+        lines.append(
+            f"| {m.upper()} | " + " | ".join(f"{r:,.0f}" for r in rate) + " | " + "x | ".join(map(str, ratio)) + "x |"
+        )
+    lines += [
         "",
-        f"Max |hf-select - naive|: CE {ce_diff:.2e}, IFD {ifd_diff:.2e}.",
+        "(tokens/s; IFD counts both passes' tokens.)",
+        f"Max |hf-select - naive|: CE {ce_diff:.2e}, IFD {ifd_diff:.2e}; |hf-select - study code| {study_diff:.2e}.",
     ]
     if "mfu_ce" in figures:
         lines.append(f"MFU: CE {figures['mfu_ce']:.1%}, IFD {figures['mfu_ifd']:.1%}; peak memory {peak_gb:.1f} GiB.")

@@ -51,7 +51,9 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=7e-6)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--gradient-accumulation", type=int, default=1)
-    parser.add_argument("--batch-tokens", type=int, default=32768, help="embedding micro-batch budget")
+    parser.add_argument(
+        "--batch-tokens", type=int, help="embedding micro-batch budget (default 32768 on GPU, 4096 on CPU)"
+    )
     parser.add_argument("-o", "--output", default="diverse-evol")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)

@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", default="auto", choices=["auto", "paper", "chat"])
     p.add_argument("--turns", choices=["last", "all"], help="score the last assistant turn (default) or all")
     p.add_argument("--max-length", type=int, help="truncate rows to this many tokens (default 4096)")
-    p.add_argument("--batch-tokens", type=int, help="rows x padded length per forward pass (default 32768)")
+    p.add_argument(
+        "--batch-tokens", type=int, help="rows x padded length per batch (default 32768 on GPU, 4096 on CPU)"
+    )
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--no-shift", dest="shift", action="store_false", default=None, help="ce: the study's bug")
     p.add_argument("--alpha", type=float, help="selectit: sentence-level alpha (default 0.2)")

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..conversation import RowError, detect_format, split_last
 from ..encoding import ConversationEncoder
-from ..engine import LocalEngine, micro_batches
+from ..engine import LocalEngine, default_batch_tokens, micro_batches
 from ..errors import InputError
 from ..tokenizer import load_tokenizer, model_provenance
 from .cross_entropy import ce_and_ppl
@@ -80,6 +80,7 @@ class ModelHidden:
         self.decoder = model.get_decoder()
         self.device = next(model.parameters()).device
         self.pad_id = pad_id
+        self.batch_tokens = default_batch_tokens(str(self.device))
         self._torch = torch
 
 
@@ -89,18 +90,19 @@ def hidden_size(model: Any) -> int:
     return int(text_config.hidden_size)
 
 
-def mean_hidden(engine: Any, sequences: Sequence[Sequence[int]], batch_tokens: int) -> np.ndarray:
+def mean_hidden(engine: Any, sequences: Sequence[Sequence[int]], batch_tokens: int | None) -> np.ndarray:
     """[n, hidden] float32: per sequence, the mean of the last hidden layer over its own tokens.
 
     `engine` is a `LocalEngine` or a `ModelHidden`; sequences run longest first in micro-batches of at
-    most `batch_tokens` rows x padded length; the padding positions are masked out of each sum.
+    most `batch_tokens` rows x padded length (None: the engine's default); the padding positions are masked
+    out of each sum.
     """
     torch = engine._torch
     out = np.empty((len(sequences), hidden_size(engine.model)), dtype=np.float32)
     if not sequences:
         return out
     with torch.inference_mode():
-        for batch in micro_batches([len(s) for s in sequences], batch_tokens):
+        for batch in micro_batches([len(s) for s in sequences], batch_tokens or engine.batch_tokens):
             hidden, lengths = engine._hidden(sequences, batch)
             length_t = torch.as_tensor(lengths, device=hidden.device)
             real = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < length_t[:, None]
@@ -254,7 +256,7 @@ class EmbeddingScorer(LMScorer):
             kept, pairs, errors = self.texts(batch, resources.encoder)
             texts = [p if self.text == "instruction" else p + r for p, r in pairs]
             if kept:
-                per_batch = max(1, self.batch_tokens // max(1, resources.engine.max_seq_length or 512))
+                per_batch = max(1, (self.batch_tokens or 32768) // max(1, resources.engine.max_seq_length or 512))
                 vectors[kept] = resources.engine.encode(
                     texts, batch_size=per_batch, convert_to_numpy=True, normalize_embeddings=False,
                     show_progress_bar=False,

@@ -50,8 +50,9 @@ class LMScorer(Scorer):
     template: TemplateName = "auto"
     turns: Literal["last", "all"] = "last"
     max_length: int = 4096
-    batch_tokens: int = 32768
-    """Micro-batch budget: rows x padded length per forward pass."""
+    batch_tokens: int | None = None
+    """Micro-batch budget: rows x padded length per forward pass. None: the engine's default for its device
+    (32,768 on GPU; 4,096 on CPU, where larger batches fall out of cache and run slower)."""
     dtype: str = "auto"
     """`auto`: bfloat16 on GPU, float32 on CPU."""
     format: FormatName | None = None

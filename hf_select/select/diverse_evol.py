@@ -252,7 +252,7 @@ class MeanHiddenEmbed:
     template: TemplateName = "auto"
     text: Literal["conversation", "instruction"] = "conversation"
     max_length: int = 4096
-    batch_tokens: int = 32768
+    batch_tokens: int | None = None
     normalize: bool = False
     batch_size: int = 1000
     format: FormatName | None = None
