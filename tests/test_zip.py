@@ -10,7 +10,6 @@ import itertools
 import json
 import math
 import random as pyrandom
-import time
 import zlib
 from typing import Any
 
@@ -361,19 +360,15 @@ def test_invalid_arguments(kwargs: dict[str, Any], match: str) -> None:
         zip_select(as_dataset(synthetic_rows(20)), 3, **kwargs)
 
 
-def test_fast_path_is_faster_than_naive(sharegpt_rows: list[dict[str, Any]]) -> None:
-    """A smoke check of the point of it all (the real figures are in benchmarks/bench_zip.py)."""
+def test_fast_lengths_equal_recompression_after_a_long_prefix(sharegpt_rows: list[dict[str, Any]]) -> None:
+    """Copies of a compressor that has consumed 60 real rows give the very lengths of recompressing
+    everything (the speed of it is measured in benchmarks/bench_zip.py)."""
     samples = sample_bytes(as_dataset(sharegpt_rows), "rendered")
     ids = [i for i, s in enumerate(samples) if s is not None]
     prefix = np.array(ids[:60], dtype=np.int64)
     candidates = np.array(ids[60:100], dtype=np.int64)
     comp = zip_mod._Compressor(samples, zip_mod.LAYOUTS["rendered"], 9)
     comp.base("s", prefix)
-    start = time.perf_counter()
     fast = comp.lengths("s", prefix, candidates)
-    t_fast = time.perf_counter() - start
-    start = time.perf_counter()
     naive = [len(zlib.compress(set_bytes([samples[i] for i in [*prefix, c]]), 9)) for c in candidates]
-    t_naive = time.perf_counter() - start
     assert fast.tolist() == naive
-    assert t_naive > 5 * t_fast
