@@ -13,6 +13,11 @@ very same token sequences as the scorer (its own encoding), each checked to agre
     python benchmarks/bench_lm_scoring.py --model tiny --rows 2000            # CPU floor: 5x naive
     python benchmarks/bench_lm_scoring.py --model embedded:smollm2 --rows 64 --max-length 512
     python benchmarks/bench_lm_scoring.py --model qwen2-0.5b-random --rows 2000  # on a GPU: MFU, memory
+
+A GPU machine without the embedded packages takes the first rows and the tokenizer as files:
+`hf_select.pool.load_pool(embedded.SHAREGPT).dataset.select(range(2000)).to_parquet("bench/pool.parquet")`
+and `load_tokenizer(embedded.SMOLLM2).save_pretrained("bench/tok")`, then `--pool bench/pool.parquet
+--tokenizer bench/tok`.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from hf_select.scorers import CrossEntropyScorer, IFDScorer  # noqa: E402
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 FLOP/s
 
 
-def build_model(name: str, workdir: Path) -> str:
+def build_model(name: str, workdir: Path, tokenizer_name: str) -> str:
     if name == "tiny":
         from tiny_model import build_tiny_model, build_tiny_tokenizer
 
@@ -48,7 +53,7 @@ def build_model(name: str, workdir: Path) -> str:
 
         from hf_select.tokenizer import load_tokenizer
 
-        tokenizer = load_tokenizer(embedded.SMOLLM2)
+        tokenizer = load_tokenizer(tokenizer_name)
         config = Qwen2Config(
             vocab_size=151_936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
             num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768, tie_word_embeddings=True,
@@ -100,6 +105,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--pool", default=embedded.SHAREGPT, help="the rows to score (default: the embedded ShareGPT)")
+    parser.add_argument("--tokenizer", default=embedded.SMOLLM2, help="the *-random models' tokenizer")
     parser.add_argument("--max-length", type=int, default=2048)
     parser.add_argument("--batch-tokens", type=int, help="default: the engine's (32768 on GPU, 4096 on CPU)")
     parser.add_argument("--naive-rows", type=int, help="time the naive loop on the first N rows only")
@@ -107,9 +114,9 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     workdir = Path(tempfile.mkdtemp())
-    model_path = build_model(args.model, workdir)
+    model_path = build_model(args.model, workdir, args.tokenizer)
 
-    pool, _, _ = load_pool(embedded.SHAREGPT)
+    pool, _, _ = load_pool(args.pool)
     pool = pool.select(range(args.rows))
     common = {"model": model_path, "max_length": args.max_length, "batch_tokens": args.batch_tokens}
     ce_scorer, ifd_scorer = CrossEntropyScorer(**common), IFDScorer(**common)
