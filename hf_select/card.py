@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import html
 import json
@@ -742,6 +743,10 @@ def _source_mix(
 
 
 def _python_literal(value: Any) -> str:
+    if isinstance(value, _Source):
+        return str.__str__(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"float({str(value)!r})"  # repr gives `inf`/`nan`, which are not Python literals
     return repr(value)
 
 
@@ -785,27 +790,136 @@ def _python_snippet(record: SelectionRecord) -> Markdown:
             else f"scorer = SCORERS[{entry['method']!r}]()"
         )
         lines.append("pool = pool.map(scorer, batched=True)")
+    setup, call, notes, runnable = _selector_call(record)
+    lines += [*setup, *(f"# {note}" for note in notes)]
+    call_lines = [f"sel = {call}", f"assert sel.record.indices_sha256 == {record.indices_sha256!r}"]
+    if not runnable:  # the record cannot rebuild it: say so, in comments, rather than pretend
+        call_lines = [f"# {line}" for line in "\n".join(call_lines).split("\n")]
+    return fence("\n".join([*lines, *call_lines]), "python")
+
+
+_ONE_LINE = 100
+"""A call longer than this is written one argument per line."""
+
+
+class _Source(str):
+    """Python source text (a variable name) for `_call`, written as is rather than as a literal."""
+
+    __slots__ = ()
+
+
+def _call(function: str, args: Sequence[str], kwargs: Mapping[str, Any]) -> str:
+    """`function(*args, **kwargs)` as Python source: `args` are source text, `kwargs` values (as literals)."""
+    parts = [*args, *(f"{k}={_python_literal(v)}" for k, v in kwargs.items())]
+    one_line = f"{function}({', '.join(parts)})"
+    if len(one_line) <= _ONE_LINE:
+        return one_line
+    return f"{function}(\n" + "".join(f"    {part},\n" for part in parts) + ")"
+
+
+def _comment_text(value: Any, max_chars: int = 160) -> str:
+    return _BREAKS.sub(" ", repr(value))[:max_chars]
+
+
+def _diverse_evol_steps(params: Mapping[str, Any]) -> list[tuple[str, str]] | None:
+    """[(class name, `name = Class(...)` source)] of DiverseEvol's two steps when both are the default
+    ones (described by their dataclass fields), None when either is a user-supplied callable."""
+    from .select.diverse_evol import MeanHiddenEmbed, SFTTrainStep
+
+    classes: dict[str, type] = {"SFTTrainStep": SFTTrainStep, "MeanHiddenEmbed": MeanHiddenEmbed}
+    steps = []
+    for name in ("train_step", "embed"):
+        described = params.get(name)
+        if not isinstance(described, Mapping) or described.get("class") not in classes:
+            return None
+        config = {k: v for k, v in described.items() if k != "class"}
+        if not set(config) <= {f.name for f in dataclasses.fields(classes[described["class"]]) if f.init}:
+            return None
+        steps.append((described["class"], f"{name} = {_call(described['class'], [], config)}"))
+    return steps
+
+
+def _selector_call(record: SelectionRecord) -> tuple[list[str], str, list[str], bool]:
+    """(setup lines, the call that gives `sel`, notes, whether the record can rebuild it). The call is the
+    selector's real signature with the values its record holds; every selector the CLI offers is
+    runnable, as are pre-experience and DiverseEvol with its default steps."""
     params = dict(record.parameters or {})
+    get = params.get
     budget = _budget_literal((record.budget or {}).get("requested"))
-
-    def kw(keys: Sequence[str]) -> str:
-        return "".join(f", {k}={_python_literal(params.get(k))}" for k in keys)
-
-    if record.method == "top-k":
-        call = f"select.top_k(pool, {params.get('column')!r}, {budget}{kw(('largest', 'min_value', 'max_value'))})"
-    elif record.method == "threshold":
-        call = f"select.threshold(pool, {params.get('column')!r}{kw(('min_value', 'max_value'))})"
-    elif record.method == "random":
-        call = f"select.random(pool, {budget}, seed={record.seed!r}{kw(('column',))})"
-    elif record.method == "within-clusters":
-        call = (
-            f"select.within_clusters(pool, {params.get('cluster_column')!r}, {params.get('score_column')!r}, "
-            f"{budget}{kw(('largest',))})"
-        )
-    else:
-        call = f"select.SELECTORS[{record.method!r}](pool, ...)  # parameters: {json.dumps(params, default=str)}"
-    lines += [f"sel = {call}", f"assert sel.record.indices_sha256 == {record.indices_sha256!r}"]
-    return fence("\n".join(lines), "python")
+    method = record.method
+    if method == "top-k":
+        kwargs = {k: get(k) for k in ("largest", "min_value", "max_value")}
+        return [], _call("select.top_k", ["pool", repr(get("column")), budget], kwargs), [], True
+    if method == "threshold":
+        kwargs = {k: get(k) for k in ("min_value", "max_value")}
+        return [], _call("select.threshold", ["pool", repr(get("column"))], kwargs), [], True
+    if method == "random":
+        kwargs = {"seed": record.seed, "column": get("column")}
+        return [], _call("select.random", ["pool", budget], kwargs), [], True
+    if method == "ifd":
+        kwargs = {"column": get("column", "ifd"), "keep_above_one": bool(get("keep_above_one", False))}
+        return [], _call("select.ifd_top_k", ["pool", budget], kwargs), [], True
+    if method == "within-clusters" and get("mode") == "centroid":  # `select.centroids` records this
+        kwargs = {"cluster_column": get("cluster_column"), "distance_column": get("score_column")}
+        return [], _call("select.centroids", ["pool", budget], kwargs), [], True
+    if method == "within-clusters":
+        args = ["pool", repr(get("cluster_column")), repr(get("score_column")), budget]
+        return [], _call("select.within_clusters", args, {"largest": get("largest", True)}), [], True
+    if method == "zip":
+        kwargs = {k: get(k) for k in ("k1", "k2", "k3", "text", "level")}
+        kwargs.update({k: get(k) for k in ("columns", "format", "format_columns") if get(k) is not None})
+        zlib_version = _BREAKS.sub(" ", str(get("zlib")))[:40]
+        notes = [f"ZIP's picks follow zlib's output; recorded with zlib {zlib_version}"] if get("zlib") else []
+        return [], _call("select.zip_select", ["pool", budget], kwargs), notes, True
+    if method == "kcenter":
+        kwargs = {
+            "init": get("init_rows") if get("init") == "indices" else get("init"), "seed": record.seed,
+            "mode": get("mode"), "metric": get("metric", "euclidean"), "device": get("device"),
+        }  # fmt: skip
+        notes = ["the device it ran on: CPU and CUDA distances can break a float32 near-tie differently"]
+        return [], _call("select.kcenter_greedy", ["pool", repr(get("column")), budget], kwargs), notes, True
+    if method == "kmeans":
+        config = (get("clustering") or {}).get("config") or {}
+        by_score = get("mode") == "score"
+        kwargs = {"n_clusters": get("n_clusters"), "score_column": get("score_column") if by_score else None}
+        if by_score:
+            kwargs["largest"] = get("largest", True)
+        kwargs.update(seed=get("seed", record.seed), niter=config.get("niter", 20))
+        kwargs["spherical"] = config.get("spherical", False)
+        return [], _call("select.kmeans_select", ["pool", repr(get("embedding_column")), budget], kwargs), [], True
+    if method == "ifd-pre-experience":
+        kwargs = {k: get(k) for k in ("ppl_column", "per_cluster", "low", "high")}
+        if get("cluster_column") is not None:  # an existing cluster column: no k-means
+            kwargs["cluster_column"] = get("cluster_column")
+        else:
+            config = (get("clustering") or {}).get("config") or {}
+            kwargs.update(embedding_column=get("embedding_column"), n_clusters=config.get("n_clusters"))
+            kwargs.update(seed=record.seed, niter=config.get("niter", 20))
+        return [], _call("select.pre_experience_subset", ["pool"], kwargs), [], True
+    if method == "diverseevol":
+        kwargs = {
+            "init": get("init"), "n_query": get("n_query"), "rounds": get("rounds"),
+            "train_step": _Source("train_step"), "embed": _Source("embed"), "seed": record.seed, "mode": get("mode"),
+        }  # fmt: skip
+        call = _call("select.diverse_evol", ["pool"], kwargs)
+        steps = _diverse_evol_steps(params)
+        if steps is None:
+            notes = [
+                "DiverseEvol ran with user-supplied steps, which the record cannot rebuild:",
+                f"train_step: {_comment_text(get('train_step'))}",
+                f"embed: {_comment_text(get('embed'))}",
+                "define train_step(model_state, rows) -> model_state and embed(model_state, pool) -> [N, d], then:",
+            ]
+            return [], call, notes, False
+        imports = ", ".join(sorted(name for name, _ in steps))
+        setup = [f"from hf_select.select.diverse_evol import {imports}", *(line for _, line in steps)]
+        notes = [
+            "DiverseEvol trains the model every round: the digest matches where that training is",
+            "bit-for-bit reproducible (same hardware, library versions and seeds).",
+        ]
+        return setup, call, notes, True
+    notes = [f"{_comment_text(method, 80)} cannot be rebuilt from its record; its parameters are in selection.json"]
+    return [], f"...  # {_comment_text(method, 80)}", notes, False
 
 
 def _clip(value: Any, depth: int = 0) -> Any:

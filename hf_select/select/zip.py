@@ -445,6 +445,10 @@ def zip_select(
     }  # fmt: skip
     if text == "repr":
         parameters["columns"] = list(pool.column_names) if columns is None else list(columns)
+    if format is not None:
+        parameters["format"] = format
+    if format_columns is not None:
+        parameters["format_columns"] = list(format_columns)
     return finish(
         pool, chosen, method="zip", parameters=parameters, budget=budget, seed=None,
         tokens=tokens, source=source, scorers=scorers, ordered=True,
