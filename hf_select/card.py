@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import html
 import json
@@ -39,9 +38,9 @@ from datasets import Dataset
 from huggingface_hub import DatasetCard
 from huggingface_hub.repocard_data import CardData
 
-from .cluster import KMeans
 from .errors import BudgetError, HFSelectError, InputError
 from .record import SelectionRecord
+from .reproduce import is_clustering, python_snippet
 from .select import Budget, Selection
 from .select import random as random_selection
 from .select.selection import TOKEN_COLUMN, column_values
@@ -466,7 +465,7 @@ def _scorer_lines(scorers: Sequence[Any]) -> list[tuple[Markdown, Markdown]]:
         if not isinstance(entry, Mapping):
             continue
         parts = [code(entry.get("method", "?"))]
-        if _is_clustering(entry):
+        if is_clustering(entry):
             config = entry["config"]
             detail = f"{text(config['n_clusters'])} clusters of {code(config.get('column'))}"
             detail += f", seed {text(config.get('seed'))}"
@@ -485,7 +484,7 @@ def _scorer_lines(scorers: Sequence[Any]) -> list[tuple[Markdown, Markdown]]:
             parts.append(detail)
         rows.append(
             (
-                Markdown("Clustering" if _is_clustering(entry) else "Scorer"),
+                Markdown("Clustering" if is_clustering(entry) else "Scorer"),
                 Markdown(" with ".join(parts[:1]) + (": " + "; ".join(parts[1:]) if parts[1:] else "")),
             )
         )
@@ -742,186 +741,6 @@ def _source_mix(
     return {"caption": Markdown(f"Mix of the {code(column)} column (share of rows):"), "markdown": table(headers, rows)}
 
 
-def _python_literal(value: Any) -> str:
-    if isinstance(value, _Source):
-        return str.__str__(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"float({str(value)!r})"  # repr gives `inf`/`nan`, which are not Python literals
-    return repr(value)
-
-
-def _budget_literal(requested: Mapping[str, Any] | None) -> str:
-    if not requested:
-        return "None"
-    if requested["kind"] == "tokens":
-        return repr(f"{requested['value']} tokens")
-    return repr(requested["value"])
-
-
-def _is_clustering(entry: Mapping[str, Any]) -> bool:
-    """A scorers entry written by `hf-select cluster` (`KMeans.describe()`), not by a scorer."""
-    return entry.get("method") == KMeans.method and "n_clusters" in (entry.get("config") or {})
-
-
-def _python_snippet(record: SelectionRecord) -> Markdown:
-    source = record.source or {}
-    scorers = [e for e in record.scorers if isinstance(e, Mapping) and e.get("method")]
-    imports = "SCORERS, select" if any(not _is_clustering(e) for e in scorers) else "select"
-    lines = [f"from hf_select import {imports}"]
-    if any(_is_clustering(e) for e in scorers):
-        lines.append("from hf_select.cluster import KMeans")
-    lines += ["from hf_select.pool import load_pool", ""]
-    args = [repr(str(source.get("dataset", "<pool>")))]
-    for key in ("split", "revision", "config"):
-        if source.get(key):
-            args.append(f"{key}={source[key]!r}")
-    lines.append(f"pool = load_pool({', '.join(args)}).dataset")
-    if isinstance(source.get("limit"), int):
-        lines.append(f"pool = pool.select(range({source['limit']}))  # the record's row limit")
-    for entry in scorers:
-        config = {k: v for k, v in (entry.get("config") or {}).items() if v is not None}
-        kwargs = "".join(f"\n    {k}={_python_literal(v)}," for k, v in config.items())
-        if _is_clustering(entry):
-            lines.append(f"pool = KMeans({kwargs}\n).fit(pool)  # adds the cluster and distance columns")
-            continue
-        lines.append(
-            f"scorer = SCORERS[{entry['method']!r}]({kwargs}\n)"
-            if kwargs
-            else f"scorer = SCORERS[{entry['method']!r}]()"
-        )
-        lines.append("pool = pool.map(scorer, batched=True)")
-    setup, call, notes, runnable = _selector_call(record)
-    lines += [*setup, *(f"# {note}" for note in notes)]
-    call_lines = [f"sel = {call}", f"assert sel.record.indices_sha256 == {record.indices_sha256!r}"]
-    if not runnable:  # the record cannot rebuild it: say so, in comments, rather than pretend
-        call_lines = [f"# {line}" for line in "\n".join(call_lines).split("\n")]
-    return fence("\n".join([*lines, *call_lines]), "python")
-
-
-_ONE_LINE = 100
-"""A call longer than this is written one argument per line."""
-
-
-class _Source(str):
-    """Python source text (a variable name) for `_call`, written as is rather than as a literal."""
-
-    __slots__ = ()
-
-
-def _call(function: str, args: Sequence[str], kwargs: Mapping[str, Any]) -> str:
-    """`function(*args, **kwargs)` as Python source: `args` are source text, `kwargs` values (as literals)."""
-    parts = [*args, *(f"{k}={_python_literal(v)}" for k, v in kwargs.items())]
-    one_line = f"{function}({', '.join(parts)})"
-    if len(one_line) <= _ONE_LINE:
-        return one_line
-    return f"{function}(\n" + "".join(f"    {part},\n" for part in parts) + ")"
-
-
-def _comment_text(value: Any, max_chars: int = 160) -> str:
-    return _BREAKS.sub(" ", repr(value))[:max_chars]
-
-
-def _diverse_evol_steps(params: Mapping[str, Any]) -> list[tuple[str, str]] | None:
-    """[(class name, `name = Class(...)` source)] of DiverseEvol's two steps when both are the default
-    ones (described by their dataclass fields), None when either is a user-supplied callable."""
-    from .select.diverse_evol import MeanHiddenEmbed, SFTTrainStep
-
-    classes: dict[str, type] = {"SFTTrainStep": SFTTrainStep, "MeanHiddenEmbed": MeanHiddenEmbed}
-    steps = []
-    for name in ("train_step", "embed"):
-        described = params.get(name)
-        if not isinstance(described, Mapping) or described.get("class") not in classes:
-            return None
-        config = {k: v for k, v in described.items() if k != "class"}
-        if not set(config) <= {f.name for f in dataclasses.fields(classes[described["class"]]) if f.init}:
-            return None
-        steps.append((described["class"], f"{name} = {_call(described['class'], [], config)}"))
-    return steps
-
-
-def _selector_call(record: SelectionRecord) -> tuple[list[str], str, list[str], bool]:
-    """(setup lines, the call that gives `sel`, notes, whether the record can rebuild it). The call is the
-    selector's real signature with the values its record holds; every selector the CLI offers is
-    runnable, as are pre-experience and DiverseEvol with its default steps."""
-    params = dict(record.parameters or {})
-    get = params.get
-    budget = _budget_literal((record.budget or {}).get("requested"))
-    method = record.method
-    if method == "top-k":
-        kwargs = {k: get(k) for k in ("largest", "min_value", "max_value")}
-        return [], _call("select.top_k", ["pool", repr(get("column")), budget], kwargs), [], True
-    if method == "threshold":
-        kwargs = {k: get(k) for k in ("min_value", "max_value")}
-        return [], _call("select.threshold", ["pool", repr(get("column"))], kwargs), [], True
-    if method == "random":
-        kwargs = {"seed": record.seed, "column": get("column")}
-        return [], _call("select.random", ["pool", budget], kwargs), [], True
-    if method == "ifd":
-        kwargs = {"column": get("column", "ifd"), "keep_above_one": bool(get("keep_above_one", False))}
-        return [], _call("select.ifd_top_k", ["pool", budget], kwargs), [], True
-    if method == "within-clusters" and get("mode") == "centroid":  # `select.centroids` records this
-        kwargs = {"cluster_column": get("cluster_column"), "distance_column": get("score_column")}
-        return [], _call("select.centroids", ["pool", budget], kwargs), [], True
-    if method == "within-clusters":
-        args = ["pool", repr(get("cluster_column")), repr(get("score_column")), budget]
-        return [], _call("select.within_clusters", args, {"largest": get("largest", True)}), [], True
-    if method == "zip":
-        kwargs = {k: get(k) for k in ("k1", "k2", "k3", "text", "level")}
-        kwargs.update({k: get(k) for k in ("columns", "format", "format_columns") if get(k) is not None})
-        zlib_version = _BREAKS.sub(" ", str(get("zlib")))[:40]
-        notes = [f"ZIP's picks follow zlib's output; recorded with zlib {zlib_version}"] if get("zlib") else []
-        return [], _call("select.zip_select", ["pool", budget], kwargs), notes, True
-    if method == "kcenter":
-        kwargs = {
-            "init": get("init_rows") if get("init") == "indices" else get("init"), "seed": record.seed,
-            "mode": get("mode"), "metric": get("metric", "euclidean"), "device": get("device"),
-        }  # fmt: skip
-        notes = ["the device it ran on: CPU and CUDA distances can break a float32 near-tie differently"]
-        return [], _call("select.kcenter_greedy", ["pool", repr(get("column")), budget], kwargs), notes, True
-    if method == "kmeans":
-        config = (get("clustering") or {}).get("config") or {}
-        by_score = get("mode") == "score"
-        kwargs = {"n_clusters": get("n_clusters"), "score_column": get("score_column") if by_score else None}
-        if by_score:
-            kwargs["largest"] = get("largest", True)
-        kwargs.update(seed=get("seed", record.seed), niter=config.get("niter", 20))
-        kwargs["spherical"] = config.get("spherical", False)
-        return [], _call("select.kmeans_select", ["pool", repr(get("embedding_column")), budget], kwargs), [], True
-    if method == "ifd-pre-experience":
-        kwargs = {k: get(k) for k in ("ppl_column", "per_cluster", "low", "high")}
-        if get("cluster_column") is not None:  # an existing cluster column: no k-means
-            kwargs["cluster_column"] = get("cluster_column")
-        else:
-            config = (get("clustering") or {}).get("config") or {}
-            kwargs.update(embedding_column=get("embedding_column"), n_clusters=config.get("n_clusters"))
-            kwargs.update(seed=record.seed, niter=config.get("niter", 20))
-        return [], _call("select.pre_experience_subset", ["pool"], kwargs), [], True
-    if method == "diverseevol":
-        kwargs = {
-            "init": get("init"), "n_query": get("n_query"), "rounds": get("rounds"),
-            "train_step": _Source("train_step"), "embed": _Source("embed"), "seed": record.seed, "mode": get("mode"),
-        }  # fmt: skip
-        call = _call("select.diverse_evol", ["pool"], kwargs)
-        steps = _diverse_evol_steps(params)
-        if steps is None:
-            notes = [
-                "DiverseEvol ran with user-supplied steps, which the record cannot rebuild:",
-                f"train_step: {_comment_text(get('train_step'))}",
-                f"embed: {_comment_text(get('embed'))}",
-                "define train_step(model_state, rows) -> model_state and embed(model_state, pool) -> [N, d], then:",
-            ]
-            return [], call, notes, False
-        imports = ", ".join(sorted(name for name, _ in steps))
-        setup = [f"from hf_select.select.diverse_evol import {imports}", *(line for _, line in steps)]
-        notes = [
-            "DiverseEvol trains the model every round: the digest matches where that training is",
-            "bit-for-bit reproducible (same hardware, library versions and seeds).",
-        ]
-        return setup, call, notes, True
-    notes = [f"{_comment_text(method, 80)} cannot be rebuilt from its record; its parameters are in selection.json"]
-    return [], f"...  # {_comment_text(method, 80)}", notes, False
-
-
 def _clip(value: Any, depth: int = 0) -> Any:
     """A JSON-able copy of a row with long strings and lists cut, each cut marked."""
     if depth > 8:
@@ -1065,7 +884,7 @@ def build_card(
             "(`hf-select select --controls N` writes random controls of the same size)."
         ),
         "command": fence(record.command, "bash") if record.command else None,
-        "python": _python_snippet(record),
+        "python": fence(python_snippet(record), "python"),
         "sample": sample[1] if sample else None,
         "sample_summary": sample[0] if sample else None,
         "citation_intro": Markdown(
