@@ -814,7 +814,7 @@ def build_card(
     random_baseline: Dataset | Selection | None = None,
     repo_id: str | None = None,
     with_scores: bool = False,
-    token_column: str = TOKEN_COLUMN,
+    token_column: str | None = None,
 ) -> SelectionCard:
     """Render the dataset card of a selection.
 
@@ -832,12 +832,16 @@ def build_card(
             `Selection`, e.g. the first of `select.random_controls`, also names its seed).
         repo_id: the Hub repo the card is for, used in the `load_dataset` snippet.
         with_scores: the repo also holds the scored pool under `scores/` (adds the `scores` config).
-        token_column: the token count column (`n_tokens`).
+        token_column: the token count column; None: the one the record names (a selector records a
+            `token_column` other than `n_tokens`), else `n_tokens`.
 
     Save it with `card.save(folder / "README.md")`; `str(card)` is the file's content.
     """
     if repo_id is not None and not _HUB_ID.fullmatch(repo_id):
         raise InputError(f"invalid Hub repo id {repo_id!r}: expected 'namespace/name'")
+    if token_column is None:
+        recorded = (record.parameters or {}).get("token_column")
+        token_column = recorded if isinstance(recorded, str) else TOKEN_COLUMN
     source = record.source or {}
     column = score_column(record)
     hub_id = hub_dataset_id(source, on_hub=source_card_data is not None)

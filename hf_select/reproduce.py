@@ -86,39 +86,45 @@ def _selector_call(record: SelectionRecord) -> tuple[list[str], str, list[str], 
     runnable, as are pre-experience and DiverseEvol with its default steps."""
     params = dict(record.parameters or {})
     get = params.get
+    token_column = get("token_column")  # recorded only when it is not the default `n_tokens`
+
+    def call(function: str, args: Sequence[str], kwargs: Mapping[str, Any]) -> str:
+        """The selector's call; every selector takes `token_column`, the column a token budget is counted in."""
+        return _call(function, args, {**kwargs, "token_column": token_column} if token_column is not None else kwargs)
+
     budget = _budget_literal((record.budget or {}).get("requested"))
     method = record.method
     if method == "top-k":
         kwargs = {k: get(k) for k in ("largest", "min_value", "max_value")}
-        return [], _call("select.top_k", ["pool", repr(get("column")), budget], kwargs), [], True
+        return [], call("select.top_k", ["pool", repr(get("column")), budget], kwargs), [], True
     if method == "threshold":
         kwargs = {k: get(k) for k in ("min_value", "max_value")}
-        return [], _call("select.threshold", ["pool", repr(get("column"))], kwargs), [], True
+        return [], call("select.threshold", ["pool", repr(get("column"))], kwargs), [], True
     if method == "random":
         kwargs = {"seed": record.seed, "column": get("column")}
-        return [], _call("select.random", ["pool", budget], kwargs), [], True
+        return [], call("select.random", ["pool", budget], kwargs), [], True
     if method == "ifd":
         kwargs = {"column": get("column", "ifd"), "keep_above_one": bool(get("keep_above_one", False))}
-        return [], _call("select.ifd_top_k", ["pool", budget], kwargs), [], True
+        return [], call("select.ifd_top_k", ["pool", budget], kwargs), [], True
     if method == "within-clusters" and get("mode") == "centroid":  # `select.centroids` records this
         kwargs = {"cluster_column": get("cluster_column"), "distance_column": get("score_column")}
-        return [], _call("select.centroids", ["pool", budget], kwargs), [], True
+        return [], call("select.centroids", ["pool", budget], kwargs), [], True
     if method == "within-clusters":
         args = ["pool", repr(get("cluster_column")), repr(get("score_column")), budget]
-        return [], _call("select.within_clusters", args, {"largest": get("largest", True)}), [], True
+        return [], call("select.within_clusters", args, {"largest": get("largest", True)}), [], True
     if method == "zip":
         kwargs = {k: get(k) for k in ("k1", "k2", "k3", "text", "level")}
         kwargs.update({k: get(k) for k in ("columns", "format", "format_columns") if get(k) is not None})
         zlib_version = _BREAKS.sub(" ", str(get("zlib")))[:40]
         notes = [f"ZIP's picks follow zlib's output; recorded with zlib {zlib_version}"] if get("zlib") else []
-        return [], _call("select.zip_select", ["pool", budget], kwargs), notes, True
+        return [], call("select.zip_select", ["pool", budget], kwargs), notes, True
     if method == "kcenter":
         kwargs = {
             "init": get("init_rows") if get("init") == "indices" else get("init"), "seed": record.seed,
             "mode": get("mode"), "metric": get("metric", "euclidean"), "device": get("device"),
         }  # fmt: skip
         notes = ["the device it ran on: CPU and CUDA distances can break a float32 near-tie differently"]
-        return [], _call("select.kcenter_greedy", ["pool", repr(get("column")), budget], kwargs), notes, True
+        return [], call("select.kcenter_greedy", ["pool", repr(get("column")), budget], kwargs), notes, True
     if method == "kmeans":
         config = (get("clustering") or {}).get("config") or {}
         by_score = get("mode") == "score"
@@ -127,7 +133,7 @@ def _selector_call(record: SelectionRecord) -> tuple[list[str], str, list[str], 
             kwargs["largest"] = get("largest", True)
         kwargs.update(seed=get("seed", record.seed), niter=config.get("niter", 20))
         kwargs["spherical"] = config.get("spherical", False)
-        return [], _call("select.kmeans_select", ["pool", repr(get("embedding_column")), budget], kwargs), [], True
+        return [], call("select.kmeans_select", ["pool", repr(get("embedding_column")), budget], kwargs), [], True
     if method == "ifd-pre-experience":
         kwargs = {k: get(k) for k in ("ppl_column", "per_cluster", "low", "high")}
         if get("cluster_column") is not None:  # an existing cluster column: no k-means
@@ -136,13 +142,13 @@ def _selector_call(record: SelectionRecord) -> tuple[list[str], str, list[str], 
             config = (get("clustering") or {}).get("config") or {}
             kwargs.update(embedding_column=get("embedding_column"), n_clusters=config.get("n_clusters"))
             kwargs.update(seed=record.seed, niter=config.get("niter", 20))
-        return [], _call("select.pre_experience_subset", ["pool"], kwargs), [], True
+        return [], call("select.pre_experience_subset", ["pool"], kwargs), [], True
     if method == "diverseevol":
         kwargs = {
             "init": get("init"), "n_query": get("n_query"), "rounds": get("rounds"),
             "train_step": _Source("train_step"), "embed": _Source("embed"), "seed": record.seed, "mode": get("mode"),
         }  # fmt: skip
-        call = _call("select.diverse_evol", ["pool"], kwargs)
+        evol_call = call("select.diverse_evol", ["pool"], kwargs)
         steps = _diverse_evol_steps(params)
         if steps is None:
             notes = [
@@ -151,14 +157,14 @@ def _selector_call(record: SelectionRecord) -> tuple[list[str], str, list[str], 
                 f"embed: {_comment_text(get('embed'))}",
                 "define train_step(model_state, rows) -> model_state and embed(model_state, pool) -> [N, d], then:",
             ]
-            return [], call, notes, False
+            return [], evol_call, notes, False
         imports = ", ".join(sorted(name for name, _ in steps))
         setup = [f"from hf_select.select.diverse_evol import {imports}", *(line for _, line in steps)]
         notes = [
             "DiverseEvol trains the model every round: the digest matches where that training is",
             "bit-for-bit reproducible (same hardware, library versions and seeds).",
         ]
-        return setup, call, notes, True
+        return setup, evol_call, notes, True
     notes = [f"{_comment_text(method, 80)} cannot be rebuilt from its record; its parameters are in selection.json"]
     return [], f"...  # {_comment_text(method, 80)}", notes, False
 

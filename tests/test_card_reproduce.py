@@ -183,3 +183,60 @@ def test_diverse_evol_with_the_default_steps_reruns(pool: tuple[Dataset, dict[st
     namespace: dict[str, Any] = {}
     exec(compile(python, "<card of diverse-evol>", "exec"), namespace)
     assert namespace["sel"].indices.tolist() == sel.indices.tolist()
+
+
+# ---------------------------------------------------------------------------------------------------
+# A token budget counted in another column than `n_tokens`
+
+TOKEN_CASES: dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]] = {  # case: (selector, arguments, keywords)
+    "top-k": ("top_k", ("ifd", "120 tokens"), {}),
+    "zip": ("zip_select", ("120 tokens",), {"k1": 10, "k2": 6, "k3": 2, "workers": 1}),
+    "kcenter": ("kcenter_greedy", ("embedding", "120 tokens"), {"seed": 1, "device": "cpu"}),
+}
+
+
+@pytest.fixture(scope="module")
+def token_pool(tmp_path_factory: pytest.TempPathFactory) -> tuple[Dataset, dict[str, Any]]:
+    """The pool with a second token count, `my_tokens`, longest where `n_tokens` is shortest."""
+    rows = _rows()
+    for row in rows:
+        row["my_tokens"] = 60.0 - 2 * row["n_tokens"]
+    path = tmp_path_factory.mktemp("token-pool") / "pool.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    loaded = load_pool(str(path))
+    return loaded.dataset, loaded.source
+
+
+def test_every_selector_takes_a_token_column() -> None:
+    """The snippet passes `token_column=` to whichever selector made the record: each must accept it."""
+    selectors = {*select.SELECTORS.values(), select.pre_experience_subset, select.diverse_evol}
+    for fn in selectors:
+        assert "token_column" in inspect.signature(fn).parameters, fn.__name__
+
+
+@pytest.mark.parametrize("case", sorted(TOKEN_CASES))
+def test_a_token_budget_in_a_custom_column_reproduces(case: str, token_pool: tuple[Dataset, dict[str, Any]]) -> None:
+    name, args, kwargs = TOKEN_CASES[case]
+    ds, source = token_pool
+    sel = getattr(select, name)(ds, *args, **kwargs, token_column="my_tokens", source=source)
+    default = getattr(select, name)(ds, *args, **kwargs, source=source)
+    assert sel.record.indices_sha256 != default.record.indices_sha256  # the column matters to the picks
+    assert sel.record.parameters["token_column"] == "my_tokens"
+    assert sel.record.kept["tokens"] == int(np.sum(np.array(ds["my_tokens"])[sel.indices]))
+    assert "token_column" not in default.record.parameters  # default records are unchanged
+    python = _snippet(sel)
+    fn, node = _selector_call(python)
+    assert fn is getattr(select, name)
+    assert {k.arg: ast.literal_eval(k.value) for k in node.keywords}["token_column"] == "my_tokens"
+    assert "token_column" not in _snippet(default)
+    namespace: dict[str, Any] = {}
+    exec(compile(python, f"<card of {case} with my_tokens>", "exec"), namespace)  # the assert inside must hold
+    assert namespace["sel"].indices.tolist() == sel.indices.tolist()
+
+
+def test_the_card_counts_tokens_in_the_recorded_column(token_pool: tuple[Dataset, dict[str, Any]]) -> None:
+    ds, source = token_pool
+    sel = select.top_k(ds, "ifd", "100 tokens", token_column="my_tokens", source=source)
+    card = str(build_card(sel.dataset, sel.record, pool=ds))
+    assert "`my_tokens`:" in card and "`n_tokens`:" not in card  # the statistics of the recorded column
+    assert "`n_tokens`:" in str(build_card(sel.dataset, sel.record, pool=ds, token_column="n_tokens"))

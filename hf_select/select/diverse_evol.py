@@ -379,7 +379,7 @@ def diverse_evol(
     tokens = token_values(pool, budget, token_column)
     selection = finish(
         pool, order, method="diverseevol", parameters=parameters, budget=budget,
-        seed=seed, tokens=tokens, source=source, scorers=scorers, ordered=True,
+        seed=seed, tokens=tokens, source=source, scorers=scorers, token_column=token_column, ordered=True,
     )  # fmt: skip
     selection.model_state = state  # type: ignore[attr-defined]
     return selection

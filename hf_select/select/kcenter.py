@@ -386,5 +386,5 @@ def kcenter_greedy(
     }
     return finish(
         pool, chosen, method="kcenter", parameters=parameters, budget=budget, seed=seed,
-        tokens=tokens, source=source, scorers=scorers, ordered=True,
+        tokens=tokens, source=source, scorers=scorers, token_column=token_column, ordered=True,
     )  # fmt: skip

@@ -146,5 +146,5 @@ def pre_experience_subset(
     tokens = token_values(pool, Budget("count", len(indices)), token_column)
     return finish(
         pool, indices, method="ifd-pre-experience", parameters=parameters, budget=None, seed=seed, tokens=tokens,
-        source=source, scorers=scorers,
+        source=source, scorers=scorers, token_column=token_column,
     )  # fmt: skip

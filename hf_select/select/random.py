@@ -47,7 +47,7 @@ def random(
     chosen = take(order, budget, n_pool=len(pool), tokens=tokens, what="rows to draw from")
     return finish(
         pool, chosen, method="random", parameters={"column": column}, budget=budget, seed=seed,
-        tokens=tokens, source=source, scorers=scorers,
+        tokens=tokens, source=source, scorers=scorers, token_column=token_column,
     )  # fmt: skip
 
 

@@ -105,9 +105,15 @@ def finish(
     source: dict[str, Any] | None,
     scorers: Sequence[Any],
     ordered: bool = False,
+    token_column: str = TOKEN_COLUMN,
 ) -> Selection:
     """Build the `Selection` (subset in pool order) and its record from the chosen pool indices; with
-    `ordered`, `chosen` is in pick order and is kept as `Selection.order` (greedy selectors)."""
+    `ordered`, `chosen` is in pick order and is kept as `Selection.order` (greedy selectors).
+
+    `token_column` is the column `tokens` came from: a token budget was counted in it, so the record's
+    parameters name it when it is not the default `n_tokens` (records of the default case are unchanged)."""
+    if token_column != TOKEN_COLUMN:
+        parameters = {**parameters, "token_column": token_column}
     order = np.asarray(chosen, dtype=np.int64)
     indices = np.sort(order)
     kept_tokens = int(np.nansum(tokens[indices])) if tokens is not None else None

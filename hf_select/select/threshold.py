@@ -52,5 +52,5 @@ def threshold(
     parameters = {"column": column, "min_value": min_value, "max_value": max_value}
     return finish(
         pool, chosen, method="threshold", parameters=parameters, budget=None, seed=None,
-        tokens=tokens, source=source, scorers=scorers,
+        tokens=tokens, source=source, scorers=scorers, token_column=token_column,
     )  # fmt: skip

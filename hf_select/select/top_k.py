@@ -50,7 +50,7 @@ def top_k(
     parameters = {"column": column, "largest": largest, "min_value": min_value, "max_value": max_value}
     return finish(
         pool, chosen, method="top-k", parameters=parameters, budget=budget, seed=None,
-        tokens=tokens, source=source, scorers=scorers,
+        tokens=tokens, source=source, scorers=scorers, token_column=token_column,
     )  # fmt: skip
 
 

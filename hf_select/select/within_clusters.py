@@ -120,4 +120,5 @@ def within_clusters(
     return finish(
         pool, np.concatenate(chosen) if chosen else np.array([], dtype=np.int64), method="within-clusters",
         parameters=parameters, budget=budget, seed=None, tokens=tokens, source=source, scorers=scorers,
+        token_column=token_column,
     )  # fmt: skip

@@ -451,5 +451,5 @@ def zip_select(
         parameters["format_columns"] = list(format_columns)
     return finish(
         pool, chosen, method="zip", parameters=parameters, budget=budget, seed=None,
-        tokens=tokens, source=source, scorers=scorers, ordered=True,
+        tokens=tokens, source=source, scorers=scorers, token_column=token_column, ordered=True,
     )  # fmt: skip
