@@ -40,7 +40,7 @@ from huggingface_hub.repocard_data import CardData
 
 from .errors import BudgetError, HFSelectError, InputError
 from .record import SelectionRecord
-from .reproduce import is_clustering, python_snippet
+from .reproduce import is_clustering, python_snippet, selector_name
 from .select import Budget, Selection
 from .select import random as random_selection
 from .select.selection import TOKEN_COLUMN, column_values
@@ -303,7 +303,8 @@ def card_metadata(
     inherited = _card_data_dict(source_card_data)
     hub_id = hub_dataset_id(source, on_hub=source_card_data is not None)
     column = score_column(record)
-    what = f"{record.method} by {column}" if column else record.method
+    method = selector_name(record)
+    what = f"{method} by {column}" if column else method
     metadata: dict[str, Any] = {
         "pretty_name": _metadata_text(f"{_source_short_name(source)}: {what}, {n_rows:,} rows"),
         "license": "unknown",
@@ -324,7 +325,7 @@ def card_metadata(
         metadata["language"] = languages
     metadata["size_categories"] = [size_category(n_rows)]
     metadata["task_categories"] = ["text-generation"]
-    tags = ["hf-select", "data-selection", _slug(record.method)]
+    tags = ["hf-select", "data-selection", _slug(method)]
     tags += [_slug(str(s.get("method", ""))) for s in record.scorers if isinstance(s, Mapping)]
     metadata["tags"] = [t for i, t in enumerate(tags) if t and t not in tags[:i]]
     if hub_id:
@@ -416,33 +417,43 @@ def _method_sentence(record: SelectionRecord, column: str | None) -> Markdown:
     budget = Budget(requested["kind"], requested["value"]).describe() if requested else None
     col = code(column) if column else Markdown("the score")
     direction = "largest" if params.get("largest", True) else "smallest"
-    if record.method == "top-k":
+    method = selector_name(record)
+    if method == "top-k":
         return Markdown(f"**top-k**: the rows with the {direction} {col}, within a budget of {text(budget)}")
-    if record.method == "threshold":
+    if method == "threshold":
         lo, hi = params.get("min_value"), params.get("max_value")
         bounds = " ≤ ".join(
             p for p in (text(lo) if lo is not None else "", col, text(hi) if hi is not None else "") if p
         )
         return Markdown(f"**threshold**: every row with {bounds}")
-    if record.method == "random":
+    if method == "random":
         return Markdown(f"**random**: a uniform random draw (seed {text(record.seed)}) of {text(budget)}")
-    if record.method == "within-clusters":
-        clusters = code(params.get("cluster_column", "cluster"))
-        n = params.get("n_clusters")
-        count = f" ({text(n)} clusters)" if isinstance(n, int) else ""
+    clusters = code(params.get("cluster_column", "cluster"))
+    n = params.get("n_clusters")
+    count = f" ({text(n)} clusters)" if isinstance(n, int) else ""
+    if method == "centroid":
+        return Markdown(
+            f"**nearest to the centroids**: the rows with the smallest {col} (distance to their centroid) "
+            f"within each cluster of {clusters}{count}, quotas proportional to cluster sizes, "
+            f"within a budget of {text(budget)}"
+        )
+    if method == "within-clusters":
         return Markdown(
             f"**score within clusters**: the rows with the {direction} {col} within each cluster of {clusters}{count}, "
             f"quotas proportional to cluster sizes, within a budget of {text(budget)}"
         )
-    return Markdown(f"**{text(record.method)}**" + (f", within a budget of {text(budget)}" if budget else ""))
+    return Markdown(f"**{text(method)}**" + (f", within a budget of {text(budget)}" if budget else ""))
 
 
 def _method_short(record: SelectionRecord, column: str | None) -> Markdown:
     """A few words for the introduction: `top-k on `n_tokens``, `random draw (seed 0)`."""
     names = {"top-k": "top-k", "threshold": "a threshold", "within-clusters": "score within clusters"}
-    if record.method == "random":
+    method = selector_name(record)
+    if method == "random":
         return Markdown(f"a random draw (seed {text(record.seed)})")
-    name = text(names.get(record.method, record.method))
+    if method == "centroid":
+        return Markdown("the rows nearest each cluster's centroid" + (f" (by {code(column)})" if column else ""))
+    name = text(names.get(method, method))
     return Markdown(f"{name} on {code(column)}" if column else name)
 
 
@@ -581,7 +592,7 @@ def _read_method(name: str) -> tuple[dict[str, Any], str] | None:
 
 def _methods(record: SelectionRecord) -> tuple[list[dict[str, Markdown]], list[str]]:
     names = [str(s.get("method")) for s in record.scorers if isinstance(s, Mapping) and s.get("method")]
-    names.append(record.method)
+    names.append(selector_name(record))
     sections, bibtex = [], []
     for name in dict.fromkeys(names):
         found = _read_method(name)

@@ -310,7 +310,9 @@ def centroids(
 ) -> Selection:
     """Centroid mode: per cluster a quota proportional to its size (largest-remainder rounding), filled with
     its rows nearest the centroid. It is `within_clusters(pool, cluster_column, distance_column, budget,
-    largest=False)`, recorded with `mode: "centroid"` and, when given, the clustering's `describe()`.
+    largest=False)`, recorded as method `centroid` (its name in `select.SELECTORS`) with `mode: "centroid"`
+    and, when given, the clustering's `describe()`. Older records name the method `within-clusters` (with
+    the same `mode: "centroid"`); cards and reproduce snippets read both.
 
     Example:
         >>> from datasets import Dataset
@@ -322,6 +324,7 @@ def centroids(
         pool, cluster_column, distance_column, budget, largest=False, token_column=token_column, source=source,
         scorers=scorers,
     )  # fmt: skip
+    selection.record.method = "centroid"
     selection.record.parameters["mode"] = "centroid"
     if clustering is not None:
         selection.record.parameters["clustering"] = (

@@ -75,6 +75,15 @@ def python_snippet(record: SelectionRecord) -> str:
     return "\n".join([*lines, *call_lines])
 
 
+def selector_name(record: SelectionRecord) -> str:
+    """The name of the selector that made `record` (its `select.SELECTORS` name for those the CLI offers):
+    the record's method, except `centroid` for the older records of `select.centroids` (method
+    `within-clusters`, parameter `mode: "centroid"`)."""
+    if record.method == "within-clusters" and (record.parameters or {}).get("mode") == "centroid":
+        return "centroid"
+    return record.method
+
+
 def is_clustering(entry: Mapping[str, Any]) -> bool:
     """A scorers entry written by `hf-select cluster` (`KMeans.describe()`), not by a scorer."""
     return entry.get("method") == KMeans.method and "n_clusters" in (entry.get("config") or {})
@@ -93,7 +102,7 @@ def _selector_call(record: SelectionRecord) -> tuple[list[str], str, list[str], 
         return _call(function, args, {**kwargs, "token_column": token_column} if token_column is not None else kwargs)
 
     budget = _budget_literal((record.budget or {}).get("requested"))
-    method = record.method
+    method = selector_name(record)
     if method == "top-k":
         kwargs = {k: get(k) for k in ("largest", "min_value", "max_value")}
         return [], call("select.top_k", ["pool", repr(get("column")), budget], kwargs), [], True
@@ -106,7 +115,7 @@ def _selector_call(record: SelectionRecord) -> tuple[list[str], str, list[str], 
     if method == "ifd":
         kwargs = {"column": get("column", "ifd"), "keep_above_one": bool(get("keep_above_one", False))}
         return [], call("select.ifd_top_k", ["pool", budget], kwargs), [], True
-    if method == "within-clusters" and get("mode") == "centroid":  # `select.centroids` records this
+    if method == "centroid":
         kwargs = {"cluster_column": get("cluster_column"), "distance_column": get("score_column")}
         return [], call("select.centroids", ["pool", budget], kwargs), [], True
     if method == "within-clusters":
@@ -222,4 +231,4 @@ def _comment_text(value: Any, max_chars: int = 160) -> str:
     return _BREAKS.sub(" ", repr(value))[:max_chars]
 
 
-__all__ = ["is_clustering", "python_snippet"]
+__all__ = ["is_clustering", "python_snippet", "selector_name"]

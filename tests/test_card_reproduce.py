@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from datasets import Dataset
 
 from hf_select import select
@@ -119,6 +120,14 @@ def test_every_selector_the_cli_offers_is_covered() -> None:
     assert set(select.SELECTORS.values()) <= covered
 
 
+def test_every_record_names_its_selector(pool: tuple[Dataset, dict[str, Any]]) -> None:
+    """A record's method is the selector's name in `select.SELECTORS` (`hf-select select --method`)."""
+    for case, (name, _, _) in CASES.items():
+        fn = getattr(select, name)
+        if fn in select.SELECTORS.values():
+            assert select.SELECTORS[_select(case, pool).record.method] is fn, case
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_the_snippet_reproduces_the_selection(case: str, pool: tuple[Dataset, dict[str, Any]]) -> None:
     sel = _select(case, pool)
@@ -130,6 +139,26 @@ def test_the_snippet_reproduces_the_selection(case: str, pool: tuple[Dataset, di
     namespace: dict[str, Any] = {}
     exec(compile(python, f"<card of {case}>", "exec"), namespace)  # the assert inside must hold
     assert namespace["sel"].indices.tolist() == sel.indices.tolist()
+
+
+def test_centroid_cards_old_and_new(pool: tuple[Dataset, dict[str, Any]]) -> None:
+    """`select.centroids` records method `centroid`, whose card shows the centroid method; an older record
+    (method `within-clusters`, mode `centroid`) gets the same card text and a snippet that still reruns it."""
+    sel = _select("centroid", pool)
+    assert sel.record.method == "centroid" and sel.record.parameters["mode"] == "centroid"
+    old = SelectionRecord.from_dict({**json.loads(sel.record.to_json()), "method": "within-clusters"})
+    for record in (sel.record, old):
+        card = str(build_card(sel.dataset, record))
+        assert "### Nearest to the centroids" in card and "Score within clusters" not in card
+        assert "**nearest to the centroids**: the rows with the smallest `cluster_distance`" in card
+        assert "centroid" in yaml.safe_load(card.split("---")[1])["tags"]
+        python = re.findall(r"```python\n(.*?)\n```", card[card.index("## Reproduce it") :], re.DOTALL)[0]
+        fn, _ = _selector_call(python)
+        assert fn is select.centroids
+        exec(compile(python, "<card of centroid>", "exec"), {})
+    score = _select("within-clusters", pool)  # a score within clusters keeps its own method text
+    card = str(build_card(score.dataset, score.record))
+    assert "### Score within clusters" in card and "Nearest to the centroids" not in card
 
 
 def test_a_changed_record_fails_its_own_check(pool: tuple[Dataset, dict[str, Any]]) -> None:

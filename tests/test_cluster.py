@@ -129,7 +129,7 @@ def test_centroid_mode_takes_the_rows_nearest_each_centroid() -> None:
     assert sorted(sel.indices.tolist()) == sorted(expected)
     same = select.within_clusters(ds, "cluster", "cluster_distance", 7, largest=False)
     assert sel.record.indices_sha256 == same.record.indices_sha256
-    assert sel.record.parameters["mode"] == "centroid"
+    assert sel.record.method == "centroid" and sel.record.parameters["mode"] == "centroid"
     assert sel.record.parameters["clustering"]["fingerprint"] == km.fingerprint()
 
 
