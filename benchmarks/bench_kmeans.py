@@ -14,6 +14,7 @@ small). Peak memory: the process's peak resident set (VmHWM, reset before each r
 /proc/self/clear_refs) minus its resident set before the run.
 
     python benchmarks/bench_kmeans.py [--rows 100000] [--dim 384] [--clusters 1000] [--niter 20] [--threads N]
+        [--scale-rows N] [--no-sklearn] [--name kmeans]
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--scale-rows", type=int, default=0, help="also run hf-select and scikit-learn on this many")
     parser.add_argument("--no-sklearn", action="store_true")
+    parser.add_argument("--name", default="kmeans", help="results file name (benchmarks/results/NAME.json, .md)")
     args = parser.parse_args()
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
@@ -159,7 +161,7 @@ def main() -> None:
         f"Load average before/after: {list(load_before)} / {list(load_after)} "
         "(other jobs share this machine: timings are upper bounds).",
     ]
-    write_results("kmeans", figures, "\n".join(lines))
+    write_results(args.name, figures, "\n".join(lines))
     print("\n".join(lines))
 
 
