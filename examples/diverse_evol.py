@@ -23,7 +23,7 @@ import sys
 import time
 
 from hf_select import HFSelectError, TokenLengthScorer, save_selection
-from hf_select.pool import load_pool, prepare_output
+from hf_select.pool import load_pool, prepare_output, staged_output
 from hf_select.select.diverse_evol import MeanHiddenEmbed, SFTTrainStep, diverse_evol
 from hf_select.summary import describe, table
 
@@ -86,7 +86,8 @@ def run(argv: list[str] | None = None) -> int:
             f"pool in {d['embed_seconds']:.1f} s, picked {len(d['picks']):,} in {d['select_seconds']:.2f} s"
         )
     sel.record.command = "python examples/diverse_evol.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    save_selection(sel.dataset, out, sel.record, pool=pool)
+    with staged_output(out, [args.pool], overwrite=args.overwrite) as folder:
+        save_selection(sel.dataset, folder, sel.record, pool=pool)
     print(table({"pool": describe(pool), "diverse-evol": describe(sel.dataset)}))
     print(f"{elapsed:.1f} s in all; wrote {out}")
     return 0

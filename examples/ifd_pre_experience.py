@@ -27,6 +27,7 @@ on the full pool. On a CPU, shrink it, e.g. with SmolLM2-135M (a few minutes):
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 
@@ -69,6 +70,7 @@ def run(argv: list[str] | None = None) -> int:
     command = "python examples/ifd_pre_experience.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
     out = prepare_output(args.output, [args.pool], overwrite=args.overwrite)
+    shutil.rmtree(out, ignore_errors=True)  # written in place: the IFD records the fine-tuned model's own path
     out.mkdir(parents=True)
     pool, source, provenance = load_pool(args.pool)
     if args.rows is not None:

@@ -26,7 +26,7 @@ from .conversation import detect_format
 from .demo import print_demo, run_demo
 from .errors import HFSelectError, InputError
 from .estimate import estimate, format_estimate
-from .pool import load_pool, prepare_output, save_scored
+from .pool import load_pool, prepare_output, save_scored, staged_output
 from .save import save_selection
 from .scorers import SCORERS, Scorer
 from .select import Budget
@@ -194,7 +194,7 @@ def build_scorer(args: argparse.Namespace) -> Scorer:
 def cmd_score(args: argparse.Namespace, command: str) -> int:
     scorer = build_scorer(args)
     if not args.dry_run:
-        out = prepare_output(args.output, [args.input], overwrite=args.overwrite)
+        out = prepare_output(args.output, [args.input], overwrite=args.overwrite)  # fail before the scoring
     pool, source, scorers = load_pool(
         args.input, split=args.split, revision=args.data_revision, config=args.data_config
     )
@@ -204,7 +204,8 @@ def cmd_score(args: argparse.Namespace, command: str) -> int:
         return 0
     scored = scorer.map(pool, num_proc=args.num_proc, batch_size=args.batch_size)
     entry = {**scorer.describe(), "command": command}
-    save_scored(scored, out, source=source, scorers=[*scorers, entry])
+    with staged_output(out, [args.input], overwrite=args.overwrite) as folder:
+        save_scored(scored, folder, source=source, scorers=[*scorers, entry])
     errors = sum(1 for e in scored[scorer.error_column] if e)
     print(table({"scored": describe(scored)}))
     if errors:
@@ -231,7 +232,8 @@ def cmd_cluster(args: argparse.Namespace, command: str) -> int:
         s for s in scorers
         if not (s.get("method") == KMeans.method and (s.get("config") or {}).get("output_column") in replaced)
     ]  # fmt: skip
-    save_scored(clustered, out, source=source, scorers=[*kept, {**km.describe(), "command": command}])
+    with staged_output(out, [args.input], overwrite=args.overwrite) as folder:
+        save_scored(clustered, folder, source=source, scorers=[*kept, {**km.describe(), "command": command}])
     stats, sizes = km.stats, km.stats["cluster_sizes"]
     objective = stats["objective"][-1] if stats.get("objective") else None
     print(
@@ -249,6 +251,9 @@ def cmd_cluster(args: argparse.Namespace, command: str) -> int:
 
 def cmd_select(args: argparse.Namespace, command: str) -> int:
     out = prepare_output(args.output, [args.input], overwrite=args.overwrite)
+    controls_out = Path(f"{out}-controls")
+    if args.controls:
+        prepare_output(controls_out, [args.input], overwrite=args.overwrite)
     pool, source, scorers = load_pool(
         args.input, split=args.split, revision=args.data_revision, config=args.data_config
     )
@@ -305,21 +310,24 @@ def cmd_select(args: argparse.Namespace, command: str) -> int:
             pool, same_size, n_controls=args.controls, seed=args.seed, column=scalar, **common
         )
     card = {"pool": pool, "source_card_data": fetch_source_card_data(source), "token_column": args.token_column}
-    save_selection(
-        sel.dataset, out, sel.record, scores=pool if args.with_scores else None,
-        random_baseline=controls[0] if controls else None, **card,
-    )  # fmt: skip
+    with staged_output(out, [args.input], overwrite=args.overwrite) as folder:
+        save_selection(
+            sel.dataset, folder, sel.record, scores=pool if args.with_scores else None,
+            random_baseline=controls[0] if controls else None, **card,
+        )  # fmt: skip
     summaries = {
         "pool": describe(pool, args.token_column),
         args.method: describe(sel.dataset, args.token_column),
     }
     written = {args.method: out}
-    for control in controls:
-        name = f"random seed {control.record.seed}"
-        control.record.command = command
-        folder = prepare_output(Path(f"{out}-controls") / f"seed-{control.record.seed}", [args.input])
-        written[name] = save_selection(control.dataset, folder, control.record, **card)
-        summaries[name] = describe(control.dataset, args.token_column)
+    if controls:
+        with staged_output(controls_out, [args.input], overwrite=args.overwrite) as folder:
+            for control in controls:
+                name, seed_folder = f"random seed {control.record.seed}", f"seed-{control.record.seed}"
+                control.record.command = command
+                save_selection(control.dataset, folder / seed_folder, control.record, **card)
+                written[name] = controls_out / seed_folder
+                summaries[name] = describe(control.dataset, args.token_column)
     print(table(summaries))
     print("\nFiles written:")
     for name, path in written.items():

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import embedded, select
-from .pool import load_pool, prepare_output, save_scored
+from .pool import load_pool, prepare_output, save_scored, staged_output
 from .save import save_selection
 from .scorers import TokenLengthScorer
 from .summary import describe, table
@@ -42,23 +42,24 @@ def run_demo(
     scorer = TokenLengthScorer(tokenizer=embedded.SMOLLM2)
     scored = scorer.map(pool, num_proc=num_proc)
     entries = [scorer.describe()]
-    written = {"scored pool": save_scored(scored, out / "pool-scored", source=source, scorers=entries)}
-
     longest = select.top_k(scored, "n_tokens", budget, source=source, scorers=entries)
     longest.record.command = command
     randoms = select.random_controls(
         scored, len(longest), n_controls=controls, seed=seed, column="n_tokens", source=source, scorers=entries
     )
-    written[f"longest {budget}"] = save_selection(
-        longest.dataset, out / f"longest-{budget}", longest.record, pool=scored, random_baseline=randoms[0]
-    )
     summaries = {"pool": describe(scored), f"longest {budget}": describe(longest.dataset)}
-    for control in randoms:
-        name = f"random seed {control.record.seed}"
-        control.record.command = command
-        folder = out / f"random-seed-{control.record.seed}"
-        written[name] = save_selection(control.dataset, folder, control.record, pool=scored)
-        summaries[name] = describe(control.dataset)
+    written = {"scored pool": out / "pool-scored", f"longest {budget}": out / f"longest-{budget}"}
+    with staged_output(out, [], overwrite=overwrite) as folder:
+        save_scored(scored, folder / "pool-scored", source=source, scorers=entries)
+        save_selection(
+            longest.dataset, folder / f"longest-{budget}", longest.record, pool=scored, random_baseline=randoms[0]
+        )
+        for control in randoms:
+            name = f"random seed {control.record.seed}"
+            control.record.command = command
+            save_selection(control.dataset, folder / f"random-seed-{control.record.seed}", control.record, pool=scored)
+            written[name] = out / f"random-seed-{control.record.seed}"
+            summaries[name] = describe(control.dataset)
     return {"summaries": summaries, "written": written, "scorer": entries[0]}
 
 

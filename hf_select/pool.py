@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -131,7 +133,8 @@ def _hub_revision(repo_id: str, revision: str | None) -> str | None:
 
 
 def prepare_output(output: str | os.PathLike[str], inputs: Sequence[str], *, overwrite: bool = False) -> Path:
-    """Check that `output` can be written: never an input, inside one, or around one; empty unless `overwrite`."""
+    """Check that `output` can be written: never an input, inside one, or around one; empty unless `overwrite`.
+    Nothing is removed here: `staged_output` replaces an existing output only once the new one is complete."""
     out = Path(output).expanduser().resolve()
     for given in inputs:
         candidate = Path(embedded.resolve(given)).expanduser()
@@ -140,11 +143,38 @@ def prepare_output(output: str | os.PathLike[str], inputs: Sequence[str], *, ove
         inp = candidate.resolve()
         if out == inp or inp in out.parents or out in inp.parents:
             raise InputError(f"refusing to write {output} over its input {given}: choose another output folder")
-    if out.exists() and (out.is_file() or any(out.iterdir())):
-        if not overwrite:
-            raise InputError(f"{output} already exists: pass --overwrite or choose another output folder")
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    if out.exists() and (out.is_file() or any(out.iterdir())) and not overwrite:
+        raise InputError(f"{output} already exists: pass --overwrite or choose another output folder")
     return out
+
+
+@contextmanager
+def staged_output(output: str | os.PathLike[str], inputs: Sequence[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """`prepare_output`'s checks, then a new hidden folder beside `output` to write into, which replaces
+    `output` only when the block completes: a bad option, a crash or Ctrl-C never costs the previous output.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "out"
+        >>> with staged_output(target, []) as folder:
+        ...     _ = (folder / "x.txt").write_text("done")
+        >>> (target / "x.txt").read_text()
+        'done'
+    """
+    out = prepare_output(output, inputs, overwrite=overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()  # not mkdtemp: its 0700 mode would stick to the output
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.is_dir():
+        shutil.rmtree(out)
+    elif out.exists():
+        out.unlink()
+    staging.rename(out)
 
 
 def save_scored(ds: Dataset, output: Path, *, source: dict[str, Any], scorers: Sequence[dict[str, Any]]) -> Path:

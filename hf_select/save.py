@@ -29,6 +29,8 @@ MAX_SHARD_BYTES = 500 << 20
 def write_parquet_shards(ds: Dataset, folder: Path, split: str = "train") -> list[Path]:
     """`{split}-00000-of-0000N.parquet` shards of at most ~500 MB each, the layout the Hub expects."""
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(f"{split}-*-of-*.parquet"):  # an earlier save's shards would join this subset
+        stale.unlink()
     n_shards = max(1, math.ceil(ds.data.nbytes * (len(ds) / max(1, len(ds.data))) / MAX_SHARD_BYTES))
     paths = []
     for i in range(n_shards):
@@ -49,7 +51,7 @@ def save_selection(
     source_card_data: Mapping[str, Any] | None = None,
     random_baseline: Dataset | Selection | None = None,
     repo_id: str | None = None,
-    token_column: str = "n_tokens",
+    token_column: str | None = None,
 ) -> Path:
     """Write a selection folder: `data/` (the subset), `selection.json` (the record), `README.md` (the
     dataset card, with plots under `assets/`) and, when given, the whole scored pool under `scores/`.

@@ -407,3 +407,65 @@ def test_select_kmeans_by_score_and_by_centroid(tmp_path: Path) -> None:
     out = tmp_path / "by-centroid"
     assert main([*base, "-o", str(out)]) == 0
     assert SelectionRecord.load(out).parameters["mode"] == "centroid" and len(load_selection_folder(out)) == 3
+
+
+def test_overwrite_replaces_an_output_only_once_the_new_one_is_complete(
+    scored: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A run with --overwrite that fails (here: a column the pool lacks) leaves the previous output whole;
+    one that succeeds replaces it entirely, its controls folder included, and leaves no staging folder."""
+    out = tmp_path / "sel"
+    argv = ["select", str(scored), "--method", "top-k", "--column", "n_tokens", "-o", str(out), "--overwrite"]
+    assert main([*argv, "--budget", "5", "--controls", "2"]) == 0
+    before = SelectionRecord.load(out / "selection.json")
+    (out / "data" / "train-00001-of-00002.parquet").write_bytes(b"a stale shard of an older run")
+    capsys.readouterr()
+
+    bad = [a if a != "n_tokens" else "no_such_column" for a in argv]
+    assert "no_such_column" in _error(capsys, [*bad, "--budget", "3"])
+    assert SelectionRecord.load(out / "selection.json").indices_sha256 == before.indices_sha256
+    assert (out / "data" / "train-00001-of-00002.parquet").exists()
+
+    assert main([*argv, "--budget", "3", "--controls", "1"]) == 0
+    assert len(load_selection_folder(out)) == 3  # the stale shard went with the old folder
+    assert not (out / "data" / "train-00001-of-00002.parquet").exists()
+    assert sorted(p.name for p in Path(f"{out}-controls").iterdir()) == ["seed-0"]
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_staged_output_cleans_up_after_an_interrupted_write(tmp_path: Path) -> None:
+    from hf_select.pool import staged_output
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(KeyboardInterrupt), staged_output(out, [], overwrite=True) as folder:
+        (folder / "new.txt").write_text("half")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (out / "old.txt").read_text() == "old"
+    with staged_output(out, [], overwrite=True) as folder:
+        (folder / "new.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~_umask())
+
+
+def test_save_selection_into_a_used_folder_keeps_only_its_own_shards(tmp_path: Path) -> None:
+    from datasets import Dataset
+
+    from hf_select import select
+    from hf_select.save import save_selection
+
+    ds = Dataset.from_dict({"x": list(range(10)), "n_tokens": list(range(10))})
+    folder = tmp_path / "sel"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "train-00003-of-00004.parquet").write_bytes(b"stale")
+    sel = select.top_k(ds, "x", 4)
+    save_selection(sel.dataset, folder, sel.record, card=False)
+    assert sorted(load_selection_folder(folder)["x"]) == [6, 7, 8, 9]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
