@@ -48,11 +48,12 @@ def python_snippet(record: SelectionRecord) -> str:
     if any(is_clustering(e) for e in scorers):
         lines.append("from hf_select.cluster import KMeans")
     lines += ["from hf_select.pool import load_pool", ""]
-    args = [repr(str(source.get("dataset", "<pool>")))]
-    for key in ("split", "revision", "config"):
-        if source.get(key):
-            args.append(f"{key}={source[key]!r}")
-    lines.append(f"pool = load_pool({', '.join(args)}).dataset")
+    if source.get("dataset"):
+        args = [repr(str(source["dataset"]))]
+        args += [f"{key}={source[key]!r}" for key in ("split", "revision", "config") if source.get(key)]
+        lines.append(f"pool = load_pool({', '.join(args)}).dataset")
+    else:  # e.g. a Dataset built in memory and selected without source=
+        lines.append("pool = ...  # the pool it was selected from: the record names no dataset or path")
     if isinstance(source.get("limit"), int):
         lines.append(f"pool = pool.select(range({source['limit']}))  # the record's row limit")
     for entry in scorers:

@@ -269,3 +269,18 @@ def test_the_card_counts_tokens_in_the_recorded_column(token_pool: tuple[Dataset
     card = str(build_card(sel.dataset, sel.record, pool=ds))
     assert "`my_tokens`:" in card and "`n_tokens`:" not in card  # the statistics of the recorded column
     assert "`n_tokens`:" in str(build_card(sel.dataset, sel.record, pool=ds, token_column="n_tokens"))
+
+
+def test_snippet_without_a_recorded_source_says_so() -> None:
+    """A pool built in memory and selected without `source=` has no dataset to load: the snippet says so
+    instead of loading a path that does not exist."""
+    from datasets import Dataset
+
+    from hf_select import select
+    from hf_select.reproduce import python_snippet
+
+    ds = Dataset.from_dict({"x": [3.0, 1.0, 2.0]})
+    sel = select.top_k(ds, "x", 2)
+    sel.record.source = {k: v for k, v in sel.record.source.items() if k != "dataset"}
+    snippet = python_snippet(sel.record)
+    assert "load_pool('None')" not in snippet and "the record names no dataset or path" in snippet
