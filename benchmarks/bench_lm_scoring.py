@@ -184,11 +184,12 @@ def main() -> None:
     study_ifd_vals, study_ifd_s = timed(study_ifd)
     ce_vals = np.array(ce_out["ce"])[kept][:naive_n]
     ifd_vals = np.array(ifd_out["ifd"])[kept][:naive_n]
+    # float32 must agree to rounding; in bf16 a batch and a single row round differently (kept, not asserted
+    # until the figures are written, so that a long GPU run is never lost to it).
     tolerance = 1e-4 if engine.dtype == torch.float32 else 5e-2
     ce_diff = float(np.max(np.abs(ce_vals - naive_ce_vals)))
     ifd_diff = float(np.max(np.abs(ifd_vals - naive_ifd_vals)))
     study_diff = max(np.max(np.abs(ce_vals - study_ce_vals)), np.max(np.abs(ifd_vals - study_ifd_vals)))
-    assert max(ce_diff, ifd_diff, study_diff) < tolerance, (ce_diff, ifd_diff, study_diff)
 
     naive_tokens = sum(len(ids) for ids, _ in units[:naive_n])
     naive_ifd_tokens = naive_tokens + sum(len(header) + e - s for _, spans in units[:naive_n] for s, e in spans)
@@ -234,8 +235,9 @@ def main() -> None:
         figures["gpu"] = name
         figures["peak_memory_gib_ce"] = round(peak_gb, 2)
         if peak:
-            figures["mfu_ce"] = round(2 * n_params * rates["ce_tokens_per_s"] / peak, 3)
-            figures["mfu_ifd"] = round(2 * n_params * rates["ifd_tokens_per_s"] / peak, 3)
+            for m in ("ce", "ifd"):  # 2 x parameters x tokens / time / peak bf16 FLOP/s, as the issue defines it
+                figures[f"mfu_{m}"] = round(2 * n_params * rates[f"{m}_tokens_per_s"] / peak, 3)
+                figures[f"mfu_engine_{m}"] = round(2 * n_params * rates[f"engine_{m}_tokens_per_s"] / peak, 3)
     lines = [
         f"{args.model} ({n_params:,} parameters, {engine.dtype}) on {device}: {len(units):,} ShareGPT rows "
         f"({seq_tokens:,} tokens, max_length {args.max_length}, batch_tokens {batch_tokens:,}); the baselines "
@@ -261,11 +263,15 @@ def main() -> None:
         f"Max |hf-select - naive|: CE {ce_diff:.2e}, IFD {ifd_diff:.2e}; |hf-select - study code| {study_diff:.2e}.",
     ]
     if "mfu_ce" in figures:
-        lines.append(f"MFU: CE {figures['mfu_ce']:.1%}, IFD {figures['mfu_ifd']:.1%}; peak memory {peak_gb:.1f} GiB.")
+        lines.append(
+            f"MFU end to end: CE {figures['mfu_ce']:.1%}, IFD {figures['mfu_ifd']:.1%}; engine: CE "
+            f"{figures['mfu_engine_ce']:.1%}, IFD {figures['mfu_engine_ifd']:.1%}; peak memory {peak_gb:.1f} GiB."
+        )
     md = "\n".join(lines)
     print(md)
     safe = args.model.replace("/", "_").replace(":", "_")
     print(f"wrote {write_results(f'lm_scoring_{safe}_{device}_{args.max_length}', figures, md)}")
+    assert max(ce_diff, ifd_diff, study_diff) < tolerance, (ce_diff, ifd_diff, study_diff)
 
 
 if __name__ == "__main__":
