@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the embedded default: longest 1,000 ShareGPT rows vs 5 random controls")
     p.add_argument("-o", "--output", default="hf-select-demo")
-    p.add_argument("--budget", type=int, default=1000)
+    p.add_argument("--budget", type=int, help="rows to select (default 1000; with --limit, a tenth of the rows)")
     p.add_argument("--controls", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-proc", type=int)

@@ -24,7 +24,7 @@ from .summary import describe, table
 def run_demo(
     output: str | Path = "hf-select-demo",
     *,
-    budget: int = 1000,
+    budget: int | None = None,
     controls: int = 5,
     seed: int = 0,
     num_proc: int | None = None,
@@ -32,12 +32,15 @@ def run_demo(
     overwrite: bool = False,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Score the embedded pool for token length, select the `budget` longest rows and `controls` random
-    subsets of the same size, write them under `output`, and return their summaries and folders."""
+    """Score the embedded pool for token length, select the `budget` longest rows (default 1,000, or a
+    tenth of the rows with `limit`) and `controls` random subsets of the same size, write them under
+    `output`, and return their summaries and folders."""
     out = prepare_output(output, [], overwrite=overwrite)
     pool, source, _ = load_pool(embedded.SHAREGPT)
     if limit is not None:
         pool = pool.select(range(min(limit, len(pool))))
+    if budget is None:
+        budget = 1000 if limit is None else max(1, min(1000, len(pool) // 10))
         source.update(num_rows=len(pool), fingerprint=pool._fingerprint, limit=limit)
     scorer = TokenLengthScorer(tokenizer=embedded.SMOLLM2)
     scored = scorer.map(pool, num_proc=num_proc)

@@ -209,7 +209,7 @@ def test_user_errors_are_one_line(
 
 
 def test_console_script_and_demo(tmp_path: Path) -> None:
-    """The installed entry point runs the embedded default (a small slice) end to end."""
+    """The installed entry point runs the embedded default (a small slice, so a tenth of it) end to end."""
     out = tmp_path / "demo"
     proc = subprocess.run(
         [
@@ -218,9 +218,7 @@ def test_console_script_and_demo(tmp_path: Path) -> None:
             "hf_select",
             "demo",
             "--limit",
-            "120",
-            "--budget",
-            "20",
+            "200",  # no --budget: a tenth of the rows
             "--controls",
             "2",
             "-o",
@@ -236,7 +234,7 @@ def test_console_script_and_demo(tmp_path: Path) -> None:
         assert (out / name).is_dir()
     record = SelectionRecord.load(out / "longest-20")
     assert record.source["dataset"] == "embedded:sharegpt" and record.scorers[0]["template"] == "chat"
-    assert record.kept["rows"] == 20 and record.pool["rows"] == 120
+    assert record.kept["rows"] == 20 and record.pool["rows"] == 200
     version = subprocess.run([sys.executable, "-m", "hf_select", "--version"], capture_output=True, text=True)
     assert version.stdout.startswith("hf-select ")
 

@@ -984,3 +984,16 @@ def test_every_selector_is_deterministic() -> None:
         assert record_without_time(first) == record_without_time(second)
         assert plain_rows(first.dataset) == plain_rows(second.dataset)
         assert_subset_consistent(pool, first)
+
+
+def test_budget_errors_say_each_number_once() -> None:
+    """A count budget is not repeated in rows; a fraction budget says how many rows it came to."""
+    from hf_select import select
+
+    ds = Dataset.from_dict({"x": [1.0, 2.0, float("nan"), 4.0]})
+    with pytest.raises(BudgetError) as count:
+        select.top_k(ds, "x", 5)
+    assert str(count.value) == "budget of 5 rows exceeds the 3 rows with a usable 'x'"
+    with pytest.raises(BudgetError) as fraction:
+        select.top_k(ds, "x", 1.0)
+    assert str(fraction.value) == "budget of 1 of the pool (4 rows) exceeds the 3 rows with a usable 'x'"

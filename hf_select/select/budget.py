@@ -87,11 +87,12 @@ class Budget:
             raise BudgetError(f"budget {self.describe()} of a {n_pool}-row pool selects no rows")
         return n
 
-    def describe(self) -> str:
+    def describe(self, rows: int | None = None) -> str:
+        """ "1,000 rows", "0.01 of the pool" (with `rows`: "0.01 of the pool (177 rows)") or "5,000,000 tokens"."""
         if self.kind == "count":
             return f"{self.value:,} rows"
         if self.kind == "fraction":
-            return f"{self.value:.6g} of the pool"
+            return f"{self.value:.6g} of the pool" + (f" ({rows:,} rows)" if rows is not None else "")
         return f"{self.value:,} tokens"
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,7 +115,7 @@ def take(
     if budget.kind != "tokens":
         n = budget.rows(n_pool)
         if n > len(order):
-            raise BudgetError(f"budget of {budget.describe()} ({n:,} rows) exceeds the {len(order):,} {what}")
+            raise BudgetError(f"budget of {budget.describe(n)} exceeds the {len(order):,} {what}")
         return order[:n]
     if tokens is None:
         raise BudgetError("a token budget needs a token count column (run the token-length scorer first)")

@@ -366,9 +366,7 @@ def kcenter_greedy(
     else:
         n = budget.rows(len(pool))
         if n > len(rows):
-            raise BudgetError(
-                f"budget of {budget.describe()} ({n:,} rows) exceeds the {len(rows):,} rows with a usable embedding"
-            )
+            raise BudgetError(f"budget of {budget.describe(n)} exceeds the {len(rows):,} rows with a usable embedding")
         if n < len(start):
             raise BudgetError(f"budget of {n:,} rows is smaller than the {len(start):,} init rows")
         picks = kcenter_indices(X, n - len(start), selected=start_local, mode=mode, chunk_size=chunk_size, device=dev)

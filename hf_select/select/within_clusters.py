@@ -94,7 +94,7 @@ def within_clusters(
         n = budget.rows(len(pool))
         if n > int(eligible.sum()):
             raise BudgetError(
-                f"budget of {budget.describe()} ({n:,} rows) exceeds the {int(eligible.sum()):,} rows "
+                f"budget of {budget.describe(n)} exceeds the {int(eligible.sum()):,} rows "
                 f"with a usable {score_column!r} and cluster"
             )
         shares = proportional_quotas(sizes, n)
