@@ -233,4 +233,6 @@ def test_sentence_transformers_backend_with_minilm() -> None:
         assert np.allclose(np.linalg.norm(got[good], axis=1), 1.0, atol=1e-6)
         bad = [k for k in range(len(ROWS)) if k not in good]
         assert np.isnan(got[bad]).all() and all(out[k]["embedding_error"] for k in bad)
-    assert scorer.describe()["model"]["weights"]  # provenance of the local folder
+    model = scorer.describe()["model"]
+    assert model["weights"] and len(model["config_sha256"]) == 64  # provenance of the installed folder ...
+    assert model["name_or_path"] == "embedded:minilm"  # ... under its portable name, not this machine's path

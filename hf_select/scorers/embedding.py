@@ -221,7 +221,11 @@ class EmbeddingScorer(LMScorer):
             "method": self.method,
             "fingerprint": self.fingerprint(),
             "config": self.config(),
-            "model": model_provenance(resolve_sentence_model(self.model), self.revision),
+            # hashed at the resolved folder, named as given: `embedded:minilm`, not this machine's path
+            "model": {
+                **model_provenance(resolve_sentence_model(self.model), self.revision),
+                "name_or_path": self.model,
+            },
         }
         if self.tokenizer:
             from ..encoding import resolve_template
