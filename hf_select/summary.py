@@ -15,7 +15,8 @@ from .select.selection import column_values
 
 
 def describe(ds: Dataset, token_column: str = "n_tokens") -> dict[str, float | int | None]:
-    """Rows, total/mean/median tokens (when `token_column` exists) and mean turns of well-formed rows."""
+    """Rows, total/mean/median tokens over the rows that have a count (when `token_column` exists), how
+    many have none, and mean turns of well-formed rows."""
     out: dict[str, float | int | None] = {
         "rows": len(ds),
         "tokens": None,
@@ -25,6 +26,7 @@ def describe(ds: Dataset, token_column: str = "n_tokens") -> dict[str, float | i
     if token_column in ds.column_names:
         tokens = column_values(ds, token_column, what="token")
         finite = tokens[~np.isnan(tokens)]
+        out["rows_without_tokens"] = len(tokens) - len(finite)
         if len(finite):
             out.update(
                 tokens=int(finite.sum()),
@@ -75,4 +77,8 @@ def table(summaries: Mapping[str, Mapping[str, float | int | None]]) -> str:
         lines.append(
             "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
         )
+    uncounted = {name: s["rows_without_tokens"] for name, s in summaries.items() if s.get("rows_without_tokens")}
+    if uncounted:  # otherwise "tokens / rows" and "mean tokens" disagree with no explanation
+        listed = ", ".join(f"{name} {n:,}" for name, n in uncounted.items())
+        lines.append(f"(tokens, mean and median count the rows that have a token count; rows without one: {listed})")
     return "\n".join(lines)
