@@ -39,9 +39,9 @@ def run_demo(
     pool, source, _ = load_pool(embedded.SHAREGPT)
     if limit is not None:
         pool = pool.select(range(min(limit, len(pool))))
+        source.update(num_rows=len(pool), fingerprint=pool._fingerprint, limit=limit)
     if budget is None:
         budget = 1000 if limit is None else max(1, min(1000, len(pool) // 10))
-        source.update(num_rows=len(pool), fingerprint=pool._fingerprint, limit=limit)
     scorer = TokenLengthScorer(tokenizer=embedded.SMOLLM2)
     scored = scorer.map(pool, num_proc=num_proc)
     entries = [scorer.describe()]

@@ -467,3 +467,14 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_demo_with_a_limit_and_a_budget_records_the_limit(tmp_path: Path) -> None:
+    """`--limit` with an explicit `--budget`: the record says which slice of the pool was used."""
+    from hf_select.demo import run_demo
+
+    result = run_demo(tmp_path / "demo", budget=5, controls=1, limit=60)
+    assert set(result["written"]) == {"scored pool", "longest 5", "random seed 0"}
+    record = SelectionRecord.load(tmp_path / "demo" / "longest-5")
+    assert record.kept["rows"] == 5 and record.pool["rows"] == 60
+    assert record.source["limit"] == 60 and record.source["num_rows"] == 60
