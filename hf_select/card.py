@@ -619,19 +619,26 @@ def _methods(record: SelectionRecord) -> tuple[list[dict[str, Markdown]], list[s
     return sections, bibtex
 
 
-def _histograms(
-    columns: Sequence[str], subset: Dataset, pool: Dataset | None, assets_dir: Path | None
-) -> list[dict[str, Markdown]]:
+ColumnValues = dict[str, tuple[np.ndarray, np.ndarray | None]]
+"""Per score column: its values in the subset and in the pool (None without a pool), read once."""
+
+
+def _column_values(columns: Sequence[str], subset: Dataset, pool: Dataset | None) -> ColumnValues:
+    out: ColumnValues = {}
+    for column in columns:
+        sub = _values(subset, column)
+        if sub is not None:
+            out[column] = (sub, _values(pool, column))
+    return out
+
+
+def _histograms(values: ColumnValues, assets_dir: Path | None) -> list[dict[str, Markdown]]:
     if assets_dir is None:
         return []
     from .plots import score_histogram
 
     plots = []
-    for column in columns:
-        sub = _values(subset, column)
-        if sub is None:
-            continue
-        pool_values = _values(pool, column)
+    for column, (sub, pool_values) in values.items():
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", column)[:60].strip("-.") or "score"
         if slug != column:
             slug += "-" + hashlib.sha256(column.encode()).hexdigest()[:8]
@@ -650,13 +657,9 @@ def _histograms(
     return plots
 
 
-def _stats_tables(columns: Sequence[str], subset: Dataset, pool: Dataset | None) -> list[dict[str, Markdown]]:
+def _stats_tables(values: ColumnValues) -> list[dict[str, Markdown]]:
     tables = []
-    for column in columns:
-        sub = _values(subset, column)
-        if sub is None:
-            continue
-        pool_values = _values(pool, column)
+    for column, (sub, pool_values) in values.items():
         headers = [Markdown(""), Markdown("this subset")] + ([Markdown("pool")] if pool_values is not None else [])
         columns_stats = [_stats(sub)] + ([_stats(pool_values)] if pool_values is not None else [])
         decimals = _decimals(sub if pool_values is None else np.concatenate([sub, pool_values]))
@@ -877,14 +880,15 @@ def build_card(
 
     methods, bibtex = _methods(record)
     sample = _sample(subset)
+    values = _column_values(columns, subset, pool)
     context = {
         "title": text(metadata["pretty_name"]),
         "intro": _intro(record, column, hub_id),
         "summary": _summary(record, column, hub_id),
         "load_snippet": _load_snippet(repo_id, with_scores),
         "methods": methods,
-        "histograms": _histograms(columns, subset, pool, Path(assets_dir) if assets_dir is not None else None),
-        "stats": _stats_tables(columns, subset, pool),
+        "histograms": _histograms(values, Path(assets_dir) if assets_dir is not None else None),
+        "stats": _stats_tables(values),
         "study_note": Markdown(
             f"{STUDY_LINK} found that on pools of about a million conversations almost no self-scoring method "
             "significantly beats random selection, that diversity matters more than per-row quality, and that "
