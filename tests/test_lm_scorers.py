@@ -25,7 +25,7 @@ import pytest
 import torch
 from datasets import Dataset
 from tiny_model import BOS, CHATML_TEMPLATE, build_tiny_model, build_tiny_tokenizer
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_select import InputError, RowError
 from hf_select.scorers import CrossEntropyScorer, IFDScorer, SelectITScorer
@@ -141,27 +141,8 @@ def chat_bos_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 def small_model(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: str) -> str:
     """A second, smaller tiny Llama (1 layer, hidden 32, seed 1) with the ChatML tokenizer: model-level SelectIT
     weights by parameter count, so the two models must differ in size."""
-    tok = AutoTokenizer.from_pretrained(tiny_tokenizer)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        model = LlamaForCausalLM(config).eval()
     path = tmp_path_factory.mktemp("small-model")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    return build_tiny_model(path, tiny_tokenizer, seed=1, hidden=32, layers=1, heads=2)
 
 
 def _load(path: str) -> Any:

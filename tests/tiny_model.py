@@ -158,20 +158,28 @@ def build_tiny_tokenizer(
     return path
 
 
-def build_tiny_model(path: str | os.PathLike[str], tokenizer_path: str | os.PathLike[str], seed: int = 0) -> str:
-    """Save a seeded 2-layer Llama causal LM (hidden 64, 4 heads, ~0.3M parameters) and the tokenizer
-    from `tokenizer_path` into `path`; returns path."""
+def build_tiny_model(
+    path: str | os.PathLike[str],
+    tokenizer_path: str | os.PathLike[str],
+    seed: int = 0,
+    *,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+) -> str:
+    """Save a seeded Llama causal LM (by default 2 layers, hidden 64, 4 heads, ~0.3M parameters; the MLP
+    is twice the hidden size) and the tokenizer from `tokenizer_path` into `path`; returns path."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(os.fspath(tokenizer_path))
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
         max_position_embeddings=4096,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
