@@ -40,7 +40,7 @@ from huggingface_hub.repocard_data import CardData
 
 from .errors import BudgetError, HFSelectError, InputError
 from .record import SelectionRecord
-from .reproduce import is_clustering, python_snippet, selector_name
+from .reproduce import LINE_BREAKS, is_clustering, python_snippet, selector_name
 from .select import Budget, Selection
 from .select import random as random_selection
 from .select.selection import TOKEN_COLUMN, column_values
@@ -82,8 +82,8 @@ _METADATA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}")
 _METHOD_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _CODE_SAFE = re.compile(r"[A-Za-z0-9_.:/@+=,-]{1,120}")
 _DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".arrow", ".txt")
-# Characters that end a line somewhere (CommonMark, Python's splitlines, YAML) or reorder text visually.
-_BREAKS = re.compile("\r\n|[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+# Control characters and those that reorder text visually (line breaks: `reproduce.LINE_BREAKS`, which
+# covers what ends a line in CommonMark, Python's splitlines and YAML).
 _INVISIBLE = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]")
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 
@@ -100,7 +100,7 @@ class Markdown(str):
 
 def text(value: Any, max_chars: int = CELL_MAX_CHARS) -> Markdown:
     """Data as inline Markdown: one line, HTML-escaped, Markdown punctuation and `|` backslash-escaped."""
-    s = _INVISIBLE.sub("", _BREAKS.sub(" ", str(value)))
+    s = _INVISIBLE.sub("", LINE_BREAKS.sub(" ", str(value)))
     if len(s) > max_chars:
         s = s[: max_chars - 1] + "…"
     return Markdown(_MD_SPECIAL.sub(r"\\\1", html.escape(s, quote=False)))
@@ -796,7 +796,7 @@ def _sample(subset: Dataset) -> tuple[Markdown, Markdown] | None:
     if "id" in row and isinstance(row["id"], str | int):
         label += f" (id {str(row['id'])[:80]})"
     label += f", as JSON; strings are cut at {SAMPLE_MAX_CHARS:,} characters and lists at {SAMPLE_MAX_ITEMS} items."
-    summary = Markdown(html.escape(_INVISIBLE.sub("", _BREAKS.sub(" ", label)), quote=True))
+    summary = Markdown(html.escape(_INVISIBLE.sub("", LINE_BREAKS.sub(" ", label)), quote=True))
     return summary, fence(dumped, "json")
 
 

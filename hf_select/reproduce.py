@@ -33,8 +33,9 @@ from typing import Any
 from .cluster import KMeans
 from .record import SelectionRecord
 
-# The characters that end a line somewhere (as `card._BREAKS`): a value written into a comment stays on its line.
-_BREAKS = re.compile("\r\n|[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+# The characters that end a line somewhere: a value written into a comment (or a card's table cell) stays on
+# its line. The card uses it too.
+LINE_BREAKS = re.compile("\r\n|[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _ONE_LINE = 100
 """A call longer than this is written one argument per line."""
 
@@ -125,7 +126,7 @@ def _selector_call(record: SelectionRecord) -> tuple[list[str], str, list[str], 
     if method == "zip":
         kwargs = {k: get(k) for k in ("k1", "k2", "k3", "text", "level")}
         kwargs.update({k: get(k) for k in ("columns", "format", "format_columns") if get(k) is not None})
-        zlib_version = _BREAKS.sub(" ", str(get("zlib")))[:40]
+        zlib_version = LINE_BREAKS.sub(" ", str(get("zlib")))[:40]
         notes = [f"ZIP's picks follow zlib's output; recorded with zlib {zlib_version}"] if get("zlib") else []
         return [], call("select.zip_select", ["pool", budget], kwargs), notes, True
     if method == "kcenter":
@@ -229,7 +230,7 @@ def _budget_literal(requested: Mapping[str, Any] | None) -> str:
 
 
 def _comment_text(value: Any, max_chars: int = 160) -> str:
-    return _BREAKS.sub(" ", repr(value))[:max_chars]
+    return LINE_BREAKS.sub(" ", repr(value))[:max_chars]
 
 
 __all__ = ["is_clustering", "python_snippet", "selector_name"]
