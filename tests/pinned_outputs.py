@@ -5,8 +5,7 @@ card on a slice of the embedded demo pool, and the demo's own folders.
 message says which output changed on purpose, and why); `tests/test_pinned_outputs.py` compares.
 
 What varies from run to run is normalised away and nothing else: `created_at`, faiss's thread count, the
-dataset fingerprints of
-in-memory pools, and temporary folder paths. The subset is pinned by a sha256 of its rows (as JSON lines),
+dataset fingerprints of in-memory pools, and temporary folder paths. The subset is pinned by a sha256 of its rows (as JSON lines),
 the record and the card as text.
 """
 
