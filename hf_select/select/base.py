@@ -107,6 +107,11 @@ class Selector(ABC):
     def record_seed(self) -> int | None:
         return getattr(self, "seed", None)
 
+    def scored_column(self) -> str | None:
+        """The score column whose NaN rows this selector never picks (random controls draw from the same
+        rows), if it ranks by one."""
+        return None
+
     # ---- the one entry point
 
     def fit(

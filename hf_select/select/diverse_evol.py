@@ -291,7 +291,8 @@ def _describe_step(step: Any) -> Any:
 
 @dataclass(kw_only=True)
 class DiverseEvol(Selector):
-    """DiverseEvol (see the module doc): `init + rounds * n_query` rows.
+    """DiverseEvol: `init` random rows, then `rounds` rounds of (train on the selection, embed the pool,
+    add `n_query` rows by k-center): `init + rounds * n_query` rows (see the module doc).
 
     `train_step(model_state, rows) -> model_state` and `embed(model_state, pool) -> [N, d]` are called
     once per round; `model_state` starts as given (None: the default train step loads its base model).

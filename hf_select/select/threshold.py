@@ -56,6 +56,9 @@ class Threshold(Selector):
             raise InputError("threshold needs min_value, max_value or both")
         in_range(np.empty(0), self.min_value, self.max_value)  # min above max fails here
 
+    def scored_column(self) -> str:
+        return self.column
+
     def pick(self, pool: Dataset, budget: Budget | None, tokens: np.ndarray | None) -> Picked:
         chosen = np.flatnonzero(in_range(column_values(pool, self.column), self.min_value, self.max_value))
         if len(chosen) == 0:

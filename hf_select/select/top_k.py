@@ -41,6 +41,9 @@ class TopK(BudgetedSelector):
     max_value: float | None = None
     """Only rows whose score is at most this are candidates (e.g. 1.0 for IFD)."""
 
+    def scored_column(self) -> str:
+        return self.column
+
     def pick(self, pool: Dataset, budget: Budget, tokens: np.ndarray | None) -> Picked:
         values = column_values(pool, self.column)
         eligible = in_range(values, self.min_value, self.max_value)

@@ -52,10 +52,13 @@ class WithinClusters(BudgetedSelector):
 
     cluster_column: str = "cluster"
     """Cluster label column (e.g. from `hf-select cluster`); null labels are never selected."""
-    score_column: str
+    score_column: str = field(metadata={"aliases": ("--column",)})
     """Score column that fills each cluster's quota."""
     largest: bool = True
     """Fill quotas with the largest scores (`--no-largest`: the smallest)."""
+
+    def scored_column(self) -> str | None:
+        return self.score_column
 
     def pick(self, pool: Dataset, budget: Budget, tokens: np.ndarray | None) -> Picked:
         codes, labels = cluster_labels(pool, self.cluster_column)
@@ -100,7 +103,7 @@ class Centroid(WithinClusters):
 
     score_column: str = field(default="cluster_distance", init=False)
     largest: bool = field(default=False, init=False)
-    distance_column: str = field(default="cluster_distance", metadata={"record": False})
+    distance_column: str = field(default="cluster_distance", metadata={"record": False, "aliases": ("--column",)})
     """Distance of each row to its cluster's centroid (from `hf-select cluster`)."""
     clustering: dict[str, Any] | None = field(default=None, metadata={"record": False, "cli": False})
     """The clustering's `describe()`, recorded when the clusters were made by the caller (k-means select)."""
@@ -108,6 +111,9 @@ class Centroid(WithinClusters):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.score_column = self.distance_column
+
+    def scored_column(self) -> None:
+        return None  # distances rank within clusters; controls draw from every row
 
     def pick(self, pool: Dataset, budget: Budget, tokens: np.ndarray | None) -> Picked:
         picked = super().pick(pool, budget, tokens)
