@@ -18,7 +18,7 @@ Example:
     [0, 2]
     >>> SELECTORS["top-k"] is TopK
     True
-    >>> pool.filter(selection.keep, with_indices=True, batched=True)["n_tokens"]
+    >>> list(pool.filter(selection.keep, with_indices=True, batched=True)["n_tokens"])
     [120.0, 300.0]
 """
 
