@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +220,15 @@ def test_writing_a_selector_example_in_the_readme_runs() -> None:
         assert "selector = SELECTORS['longest-per-turn'](budget=2, turns_column='n_turns')" in snippet
     finally:
         SELECTORS.pop("longest-per-turn")
+
+
+def test_a_token_budget_underfilled_by_more_than_a_row_warns_and_records_why() -> None:
+    ds = Dataset.from_dict({"n_tokens": [10.0, 10.0, 500.0, 10.0]})
+    with pytest.warns(UserWarning, match="budget of 300 tokens underfilled"):
+        sel = select.top_k(ds, "n_tokens", "300 tokens", largest=False)  # three short rows, then 500 does not fit
+    assert sel.indices.tolist() == [0, 1, 3]
+    assert sel.record.budget["achieved"]["note"].startswith("270 tokens short of the budget, more than a row's worth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        full = select.top_k(ds, "n_tokens", "25 tokens", largest=False)  # 5 short: less than a row's worth
+    assert "note" not in full.record.budget["achieved"]

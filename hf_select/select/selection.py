@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,26 @@ def ranked(values: np.ndarray, eligible: np.ndarray, *, largest: bool) -> np.nda
     return idx[np.argsort(keys, kind="stable")]
 
 
+def shortfall(budget: Budget | None, tokens: np.ndarray | None, indices: np.ndarray) -> dict[str, str]:
+    """`{"note": why}` when a token budget is underfilled by more than a row's worth (the mean tokens of a
+    row), with a `UserWarning`; else `{}`. A token budget stops before the row that would exceed it, so a
+    shortfall below a row's worth is expected; a larger one means long rows came next (or per-cluster
+    shares each stopped short), which the user should know before comparing against a full budget."""
+    if budget is None or budget.kind != "tokens" or tokens is None:
+        return {}
+    known = tokens[~np.isnan(tokens)]
+    missing = float(budget.value) - float(np.nansum(tokens[indices]))
+    row_worth = float(known.mean()) if len(known) else 0.0
+    if missing <= row_worth:
+        return {}
+    note = (
+        f"{missing:,.0f} tokens short of the budget, more than a row's worth ({row_worth:,.0f} tokens on "
+        "average): the next rows in the selector's order were too long to fit"
+    )
+    warnings.warn(f"budget of {budget.describe()} underfilled: {note}", UserWarning, stacklevel=3)
+    return {"note": note}
+
+
 def indices_digest(indices: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(indices, dtype="<i8").tobytes()).hexdigest()
 
@@ -156,7 +177,7 @@ def finish(
         parameters=parameters,
         budget={
             "requested": budget.to_dict() if budget is not None else None,
-            "achieved": {"rows": len(indices), "tokens": kept_tokens},
+            "achieved": {"rows": len(indices), "tokens": kept_tokens, **shortfall(budget, tokens, indices)},
         },
         seed=seed,
         pool={"rows": len(pool), "tokens": pool_tokens},
