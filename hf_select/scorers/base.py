@@ -281,24 +281,14 @@ class Scorer(ABC):
     def columns_added(self) -> tuple[str, ...]:
         return (*self.score_columns, *self.vector_columns, self.error_column)
 
-    def map(
-        self,
-        dataset: Any,
-        *,
-        num_proc: int | None = None,
-        batch_size: int = 1000,
-        checkpoint_every: int | None = None,
-        checkpoint_dir: str | None = None,
-        progress: bool = True,
-        **kwargs: Any,
-    ) -> Any:
+    def map(self, dataset: Any, **options: Any) -> Any:
         """`dataset.map(self, batched=True, with_indices=True, with_rank=True, ...)` with a progress bar per
-        micro-batch (`progress=False`: none). `checkpoint_every=N` scores N rows at a time into sidecar files
-        (under `checkpoint_dir`, default the datasets cache) that a re-run after a crash loads instead of
-        scoring them again (`hf_select.scorers.checkpoint`)."""
+        micro-batch. Options: `num_proc`, `batch_size` (1000), `checkpoint_every=N` (score N rows at a time
+        into sidecar files, under `checkpoint_dir` or the datasets cache, that a re-run after a crash loads
+        instead of scoring again), `progress=False` (no bar), and any other `Dataset.map` argument. See
+        `hf_select.scorers.checkpoint.map_scorer`."""
         from .checkpoint import map_scorer
 
-        return map_scorer(
-            self, dataset, num_proc=num_proc, batch_size=batch_size, checkpoint_every=checkpoint_every,
-            checkpoint_dir=checkpoint_dir, show_progress=progress, **kwargs,
-        )  # fmt: skip
+        if "progress" in options:
+            options["show_progress"] = options.pop("progress")
+        return map_scorer(self, dataset, **options)
