@@ -26,8 +26,6 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from .errors import InputError
 
-_ORDER = {"budget": 0, "token_column": 2}
-
 
 @dataclass(frozen=True)
 class Option:
@@ -58,7 +56,7 @@ class Option:
 def field_options(cls: type) -> list[Option]:
     """The command-line options of `cls`: its init fields, except those marked `cli: False` or typed as
     callables."""
-    from .select.base import field_docs
+    from .select.base import FIELD_ORDER, field_docs
 
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
@@ -70,7 +68,7 @@ def field_options(cls: type) -> list[Option]:
         default = None if required else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
         flags = (flag(f.name), *f.metadata.get("aliases", ()))
         options.append(Option(f.name, flags, hints[f.name], required, default, docs.get(f.name, "")))
-    return sorted(options, key=lambda o: _ORDER.get(o.name, 1))  # the budget first, the base's token column last
+    return sorted(options, key=lambda o: FIELD_ORDER.get(o.name, 1))
 
 
 def flag(name: str) -> str:

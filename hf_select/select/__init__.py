@@ -16,6 +16,9 @@ Example:
     [0, 2]
 """
 
+import importlib
+import pkgutil
+
 from .base import SELECTORS, BudgetedSelector, Picked, Selector
 from .budget import Budget, proportional_quotas
 from .diverse_evol import DiverseEvol, diverse_evol
@@ -28,6 +31,9 @@ from .threshold import Threshold, threshold
 from .top_k import IFDTopK, TopK, ifd_top_k, top_k
 from .within_clusters import Centroid, WithinClusters, centroids, within_clusters
 from .zip import ZIP, zip_indices, zip_select
+
+for _module in pkgutil.iter_modules(__path__):  # a selector module added here registers with no other change
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "SELECTORS",

@@ -18,7 +18,7 @@ Example:
     [0, 2]
     >>> SELECTORS["top-k"] is TopK
     True
-    >>> pool.filter(selection.keep, with_indices=True, batched=True)["n_tokens"]
+    >>> list(pool.filter(selection.keep, with_indices=True, batched=True)["n_tokens"])
     [120.0, 300.0]
 """
 
@@ -47,6 +47,8 @@ SELECTORS: dict[str, type[Selector]] = {}
 """Every selector class by its `method` name (`hf-select select --method NAME`)."""
 
 _NOT_PARAMETERS = ("budget", "seed", "token_column")
+FIELD_ORDER = {"budget": 0, "token_column": 2}
+"""Where fields are listed (options, reproduce snippets): the budget first, the base's token column last."""
 """Fields the record keeps elsewhere: `budget.requested`, `seed`, and `token_column` (named only when not default)."""
 
 
@@ -177,7 +179,8 @@ class Selector(ABC):
             arguments["budget"] = budget_argument((record.budget or {}).get("requested"))
         if "token_column" in params:
             arguments["token_column"] = params["token_column"]
-        return {name: arguments[name] for name in names if name in arguments}
+        ordered = sorted((name for name in names if name in arguments), key=lambda n: FIELD_ORDER.get(n, 1))
+        return {name: arguments[name] for name in ordered}
 
 
 @dataclass(kw_only=True)

@@ -124,8 +124,8 @@ class Budget:
         when the budget asks for more than `order` holds.
 
         Example:
-            >>> Budget.parse("7 tokens").cut(np.array([2, 0, 1]), n_pool=3, tokens=np.array([1.0, 2.0, 4.0])).tolist()
-            [2]
+            >>> Budget.parse("6 tokens").cut(np.array([2, 0, 1]), n_pool=3, tokens=np.array([1.0, 2.0, 4.0])).tolist()
+            [2, 0]
         """
         if self.kind != "tokens":
             return order[: self.check(len(order), n_pool=n_pool, what=what)]

@@ -38,7 +38,7 @@ class Threshold(Selector):
         >>> ds = Dataset.from_dict({"ifd": [0.4, 1.2, float("nan"), 0.9]})
         >>> Threshold(column="ifd", max_value=1.0).fit(ds).indices.tolist()
         [0, 3]
-        >>> ds.filter(Threshold(column="ifd", max_value=1.0))["ifd"]
+        >>> list(ds.filter(Threshold(column="ifd", max_value=1.0))["ifd"])
         [0.4, 0.9]
     """
 
