@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, TypeVar
 
+from . import progress
 from .engine import Row
 from .errors import HFSelectError, InputError
 
@@ -192,6 +193,7 @@ class RemoteBackend:
         try:
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
+                progress.advance(1, len(items), 0)  # a request is the remote micro-batch (tokens: the server's)
         except BaseException:  # a failed request, or Ctrl-C: return now, let requests in flight end on their own
             stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
