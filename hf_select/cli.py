@@ -13,9 +13,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from datasets.utils import disable_progress_bars, enable_progress_bars
 
 from . import __version__, select
 from .card import fetch_source_card_data
@@ -28,6 +31,7 @@ from .options import Option, add_flags, add_options, build, field_options, given
 from .pool import load_pool, prepare_output, save_scored, staged_output
 from .save import save_selection
 from .scorers import SCORERS, Scorer
+from .scorers.cli_options import add_scorer_flags, scorer_from_args
 from .select import Budget
 from .summary import describe, table
 
@@ -51,30 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="add score columns to a dataset")
     _add_input(p)
     p.add_argument("--method", required=True, choices=sorted(SCORERS))
-    p.add_argument("--model", help="model path, Hub id or embedded:smollm2 (ce, ifd, selectit)")
-    p.add_argument("--tokenizer", help="tokenizer path or Hub id (default: the model's)")
-    p.add_argument("--revision", help="model / tokenizer revision on the Hub")
-    p.add_argument("--template", default="auto", choices=["auto", "paper", "chat"])
-    p.add_argument("--turns", choices=["last", "all"], help="score the last assistant turn (default) or all")
-    p.add_argument("--max-length", type=int, help="truncate rows to this many tokens (default 4096)")
-    p.add_argument(
-        "--batch-tokens", type=int, help="rows x padded length per batch (default 32768 on GPU, 4096 on CPU)"
-    )
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--no-shift", dest="shift", action="store_false", default=None, help="ce: the study's bug")
-    p.add_argument("--alpha", type=float, help="selectit: sentence-level alpha (default 0.2)")
-    p.add_argument("--extra-models", help="selectit: comma-separated extra models for the model-level score")
-    p.add_argument("--backend", choices=["local", "tgi", "vllm"], help="where the model runs (default local)")
-    p.add_argument("--endpoint", help="server URL for --backend tgi (TGI) or vllm (OpenAI-compatible vLLM)")
-    p.add_argument("--kind", choices=["lm", "sentence-transformers"], help="embed: what kind of model embeds")
-    p.add_argument("--text", choices=["conversation", "instruction"], help="embed: what text is embedded")
-    p.add_argument("--normalize", action="store_true", default=None, help="embed: L2-normalise the vectors")
-    p.add_argument("--trust-remote-code", action="store_true", default=None)
-    p.add_argument("--format", choices=["sharegpt", "messages", "alpaca", "prompt_response"])
-    p.add_argument("--columns", help="comma-separated columns for --format (e.g. question,answer)")
+    add_scorer_flags(p)  # every scorer field: --model, --max-length, --shift/--no-shift, --timeout, ...
     p.add_argument("--num-proc", type=int, help="worker processes (one per GPU for model scorers)")
     p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--strict", action="store_true", default=None, help="stop at the first bad row")
+    p.add_argument(
+        "--checkpoint-every", type=int,
+        help="score this many rows at a time into sidecar files beside the output; a re-run resumes from them",
+    )  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help="time a short probe and estimate the run; write nothing")
     p.add_argument("--probe-rows", type=int, default=64, help="rows the --dry-run probe scores")
 
@@ -132,47 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_scorer(args: argparse.Namespace) -> Scorer:
     """The scorer named by `--method`, configured from the flags that are its dataclass fields."""
-    cls = SCORERS[args.method]
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    if args.columns and not args.format:
-        raise InputError("--columns needs --format")
-    if args.columns:
-        values["columns"] = tuple(args.columns.split(","))
-    if args.extra_models:
-        values["extra_models"] = tuple(args.extra_models.split(","))
-    if "model" in names and not args.model:
-        raise InputError(f"--method {args.method} needs --model")
-    if args.method == "token-length":
-        values["tokenizer"] = args.tokenizer or args.model
-        values.pop("model", None)
-        if not values["tokenizer"]:
-            raise InputError("--method token-length needs --tokenizer (or --model)")
-    unused = [
-        f"--{n.replace('_', '-')}"
-        for n in (
-            "model",
-            "turns",
-            "max_length",
-            "batch_tokens",
-            "dtype",
-            "shift",
-            "alpha",
-            "extra_models",
-            "backend",
-            "endpoint",
-            "kind",
-            "text",
-            "normalize",
-        )
-        if getattr(args, n, None) is not None and n not in names
-    ]
-    if unused:
-        raise InputError(f"--method {args.method} does not take {', '.join(unused)}")
-    try:
-        return cls(**values)
-    except TypeError as err:
-        raise InputError(f"invalid options for --method {args.method}: {err}") from err
+    return scorer_from_args(args)
 
 
 def cmd_score(args: argparse.Namespace, command: str) -> int:
@@ -186,10 +134,21 @@ def cmd_score(args: argparse.Namespace, command: str) -> int:
     if args.dry_run:
         print(format_estimate(estimate(scorer, pool, probe_rows=args.probe_rows, num_proc=args.num_proc)))
         return 0
-    scored = scorer.map(pool, num_proc=args.num_proc, batch_size=args.batch_size)
+    checkpoints = Path(f"{out}.checkpoints")
+    if args.quiet:
+        disable_progress_bars()
+    try:
+        scored = scorer.map(
+            pool, num_proc=args.num_proc, batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
+            checkpoint_dir=str(checkpoints), progress=not args.quiet,
+        )  # fmt: skip
+    finally:
+        if args.quiet:
+            enable_progress_bars()
     entry = {**scorer.describe(), "command": command}
     with staged_output(out, [args.input], overwrite=args.overwrite) as folder:
         save_scored(scored, folder, source=source, scorers=[*scorers, entry])
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the output now holds every row
     errors = sum(1 for e in scored[scorer.error_column] if e)
     print(table({"scored": describe(scored)}))
     if errors:
