@@ -1,34 +1,58 @@
-"""hf-select: fast, exact data selection for instruction-tuning pools on Hugging Face datasets."""
+"""hf-select: fast, exact data selection for instruction-tuning pools on Hugging Face datasets.
+
+The public names below are imported on first use (PEP 562), so that `import hf_select` and
+`hf-select --help` do not pay for importing `datasets`, `torch` and `transformers`.
+
+Example:
+    >>> import hf_select
+    >>> hf_select.InputError.__name__
+    'InputError'
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from . import select  # noqa: E402
-from .card import build_card  # noqa: E402
-from .errors import BudgetError, FormatError, HFSelectError, InputError, RowError  # noqa: E402
-from .record import SelectionRecord  # noqa: E402
-from .save import save_selection  # noqa: E402
-from .scorers import (  # noqa: E402
-    SCORERS,
-    CrossEntropyScorer,
-    EmbeddingScorer,
-    IFDScorer,
-    PromptPerplexityScorer,
-    Scorer,
-    SelectITScorer,
-    TokenLengthScorer,
-)
+# public name -> the submodule that defines it (a name equal to its module is the submodule itself)
+_LAZY: dict[str, str] = {
+    "select": "select",
+    "build_card": "card",
+    "BudgetError": "errors",
+    "FormatError": "errors",
+    "HFSelectError": "errors",
+    "InputError": "errors",
+    "RowError": "errors",
+    "SelectionRecord": "record",
+    "save_selection": "save",
+    **{
+        name: "scorers"
+        for name in (
+            "SCORERS",
+            "CrossEntropyScorer",
+            "EmbeddingScorer",
+            "IFDScorer",
+            "PromptPerplexityScorer",
+            "Scorer",
+            "SelectITScorer",
+            "TokenLengthScorer",
+        )
+    },
+}
 
 __all__ = [
     "SCORERS",
     "BudgetError",
-    "FormatError",
-    "HFSelectError",
-    "InputError",
-    "RowError",
     "CrossEntropyScorer",
     "EmbeddingScorer",
+    "FormatError",
+    "HFSelectError",
     "IFDScorer",
+    "InputError",
     "PromptPerplexityScorer",
+    "RowError",
     "Scorer",
     "SelectITScorer",
     "SelectionRecord",
@@ -38,3 +62,34 @@ __all__ = [
     "save_selection",
     "select",
 ]
+
+if TYPE_CHECKING:
+    from . import select
+    from .card import build_card
+    from .errors import BudgetError, FormatError, HFSelectError, InputError, RowError
+    from .record import SelectionRecord
+    from .save import save_selection
+    from .scorers import (
+        SCORERS,
+        CrossEntropyScorer,
+        EmbeddingScorer,
+        IFDScorer,
+        PromptPerplexityScorer,
+        Scorer,
+        SelectITScorer,
+        TokenLengthScorer,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hf_select' has no attribute {name!r}")
+    loaded = importlib.import_module(f".{module}", __name__)
+    value = loaded if module == name else getattr(loaded, name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -13,43 +13,67 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import os
 import shlex
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import __version__, select
-from .card import fetch_source_card_data
-from .cluster import KMeans
-from .conversation import detect_format
-from .demo import print_demo, run_demo
+from . import __version__
 from .errors import HFSelectError, InputError
-from .estimate import estimate, format_estimate
-from .pool import load_pool, prepare_output, save_scored, staged_output
-from .save import save_selection
-from .scorers import SCORERS, Scorer
-from .select import Budget
-from .summary import describe, table
+
+if TYPE_CHECKING:
+    from .scorers import Scorer
+
+# Everything that imports `datasets`, torch or the scorers is imported inside the command that needs it,
+# and each subcommand's arguments are added only when that subcommand is parsed: `hf-select --help` and
+# `--version` answer without importing `datasets` (tests/test_cli_errors.py checks it).
+
+
+class _LazySubParsers(argparse._SubParsersAction):  # argparse's own action, filled in on first use
+    """Subcommands whose arguments are added when that subcommand is parsed (or its help printed)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fillers: dict[str, Callable[[argparse.ArgumentParser], None]] = {}
+
+    def add_lazy(
+        self, name: str, fill: Callable[[argparse.ArgumentParser], None], **kwargs: Any
+    ) -> argparse.ArgumentParser:
+        parser = self.add_parser(name, **kwargs)
+        self.fillers[name] = fill
+        return parser
+
+    def fill(self, name: str) -> None:
+        if (fill := self.fillers.pop(name, None)) is not None:
+            fill(self._name_parser_map[name])
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, *rest: Any) -> None:
+        self.fill(values[0])
+        super().__call__(parser, namespace, values, *rest)
 
 
 def _add_input(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "input", help="Hub dataset id, save_to_disk folder, selection folder, or json/jsonl/parquet/csv file"
     )
-    p.add_argument("--split", help="split to use (default: the only split, else 'train')")
+    p.add_argument(
+        "--split", help="split of a Hub dataset, DatasetDict folder or folder of split-named files (default: "
+        "the only split, else 'train'); a single file or dataset is refused any other name",
+    )  # fmt: skip
     p.add_argument("--data-revision", help="Hub dataset revision")
     p.add_argument("--data-config", help="Hub dataset config name")
+    p.add_argument("--limit", type=int, help="use only the first N rows of the input (recorded in the source)")
     p.add_argument("-o", "--output", required=True, help="output folder (never the input)")
     p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-select", description="Select strong subsets of SFT pools.")
-    parser.add_argument("--version", action="version", version=f"hf-select {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _score_arguments(p: argparse.ArgumentParser) -> None:
+    from .scorers import SCORERS
 
-    p = sub.add_parser("score", help="add score columns to a dataset")
     _add_input(p)
     p.add_argument("--method", required=True, choices=sorted(SCORERS))
     p.add_argument("--model", help="model path, Hub id or embedded:smollm2 (ce, ifd, selectit)")
@@ -79,9 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="time a short probe and estimate the run; write nothing")
     p.add_argument("--probe-rows", type=int, default=64, help="rows the --dry-run probe scores")
 
-    p = sub.add_parser(
-        "cluster", help="k-means an embedding column: adds `cluster` and `cluster_distance` columns for `select`"
-    )
+
+def _cluster_arguments(p: argparse.ArgumentParser) -> None:
     _add_input(p)
     p.add_argument("--column", default="embedding", help="embedding column: a list of numbers per row")
     p.add_argument("--n-clusters", type=int, required=True, help="number of clusters (K)")
@@ -95,7 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         "every row is then assigned to its nearest centroid",
     )  # fmt: skip
 
-    p = sub.add_parser("select", help="select a subset of a scored dataset by a budget")
+
+def _select_arguments(p: argparse.ArgumentParser) -> None:
+    from . import select
+
     _add_input(p)
     p.add_argument("--method", required=True, choices=sorted(select.SELECTORS))
     p.add_argument("--column", help="score column (top-k, threshold, within-clusters)")
@@ -123,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--niter", type=int, default=20, help="kmeans: iterations")
     p.add_argument("--spherical", action="store_true", help="kmeans: cosine clusters (normalised embeddings)")
 
-    p = sub.add_parser("push", help="publish a selection folder to a Hub dataset repo in one commit")
+
+def _push_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", help="selection folder written by `hf-select select`")
     p.add_argument("--repo-id", required=True, help="dataset repo, e.g. me/sharegpt-longest-1000")
     p.add_argument("--private", action="store_true", help="create the repo private")
@@ -133,9 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="Hub token (default: HF_TOKEN or the `hf auth login` cache)")
     p.add_argument("--dry-run", action="store_true", help="print the card and the files, send nothing")
 
-    sub.add_parser("methods", help="list scorers and selectors with their parameters")
 
-    p = sub.add_parser("demo", help="the embedded default: longest 1,000 ShareGPT rows vs 5 random controls")
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default="hf-select-demo")
     p.add_argument("--budget", type=int, help="rows to select (default 1000; with --limit, a tenth of the rows)")
     p.add_argument("--controls", type=int, default=5)
@@ -143,11 +169,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-proc", type=int)
     p.add_argument("--limit", type=int, help="use only the first N rows of the pool (a quick look)")
     p.add_argument("--overwrite", action="store_true")
+
+
+def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
+    """The `hf-select` parser. With `lazy`, a subcommand's arguments (and the imports they need) are added
+    only when that subcommand is parsed, so that `hf-select --help` stays fast."""
+    parser = argparse.ArgumentParser(prog="hf-select", description="Select strong subsets of SFT pools.")
+    parser.register("action", "lazy_parsers", _LazySubParsers)
+    parser.add_argument("--version", action="version", version=f"hf-select {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, action="lazy_parsers")
+    sub.add_lazy("score", _score_arguments, help="add score columns to a dataset")
+    sub.add_lazy(
+        "cluster", _cluster_arguments,
+        help="k-means an embedding column: adds `cluster` and `cluster_distance` columns for `select`",
+    )  # fmt: skip
+    sub.add_lazy("select", _select_arguments, help="select a subset of a scored dataset by a budget")
+    sub.add_lazy("push", _push_arguments, help="publish a selection folder to a Hub dataset repo in one commit")
+    sub.add_parser("methods", help="list scorers and selectors with their parameters")
+    sub.add_lazy("demo", _demo_arguments, help="the embedded default: longest 1,000 ShareGPT rows vs 5 random controls")
+    if not lazy:
+        for name in list(sub.fillers):
+            sub.fill(name)
     return parser
 
 
 def build_scorer(args: argparse.Namespace) -> Scorer:
     """The scorer named by `--method`, configured from the flags that are its dataclass fields."""
+    from .scorers import SCORERS
+
     cls = SCORERS[args.method]
     names = {f.name for f in dataclasses.fields(cls)}
     values = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
@@ -192,11 +241,16 @@ def build_scorer(args: argparse.Namespace) -> Scorer:
 
 
 def cmd_score(args: argparse.Namespace, command: str) -> int:
+    from .conversation import detect_format
+    from .estimate import estimate, format_estimate
+    from .pool import load_pool, prepare_output, save_scored, staged_output
+    from .summary import describe, table
+
     scorer = build_scorer(args)
     if not args.dry_run:
         out = prepare_output(args.output, [args.input], overwrite=args.overwrite)  # fail before the scoring
     pool, source, scorers = load_pool(
-        args.input, split=args.split, revision=args.data_revision, config=args.data_config
+        args.input, split=args.split, revision=args.data_revision, config=args.data_config, limit=args.limit
     )
     detect_format(pool.column_names, scorer.format, scorer.columns)  # fail now, naming the columns
     if args.dry_run:
@@ -218,13 +272,16 @@ def cmd_cluster(args: argparse.Namespace, command: str) -> int:
     """k-means (`cluster.KMeans`) of an embedding column, saved like `score` saves: the dataset with
     `cluster` and `cluster_distance` added, and `hf_select.json` with the clustering's `describe()` (plus
     the command) appended to the scorers, so that `select` records and cards carry it."""
+    from .cluster import KMeans
+    from .pool import load_pool, prepare_output, save_scored, staged_output
+
     km = KMeans(
         n_clusters=args.n_clusters, column=args.column, seed=args.seed, niter=args.niter, spherical=args.spherical,
         init=args.init, max_points_per_centroid=args.max_points_per_centroid,
     )  # fmt: skip
     out = prepare_output(args.output, [args.input], overwrite=args.overwrite)
     pool, source, scorers = load_pool(
-        args.input, split=args.split, revision=args.data_revision, config=args.data_config
+        args.input, split=args.split, revision=args.data_revision, config=args.data_config, limit=args.limit
     )
     clustered = km.fit(pool)
     replaced = (km.output_column, km.distance_column)
@@ -250,12 +307,19 @@ def cmd_cluster(args: argparse.Namespace, command: str) -> int:
 
 
 def cmd_select(args: argparse.Namespace, command: str) -> int:
+    from . import select
+    from .card import fetch_source_card_data
+    from .pool import load_pool, prepare_output, staged_output
+    from .save import save_selection
+    from .select import Budget
+    from .summary import describe, table
+
     out = prepare_output(args.output, [args.input], overwrite=args.overwrite)
     controls_out = Path(f"{out}-controls")
     if args.controls:
         prepare_output(controls_out, [args.input], overwrite=args.overwrite)
     pool, source, scorers = load_pool(
-        args.input, split=args.split, revision=args.data_revision, config=args.data_config
+        args.input, split=args.split, revision=args.data_revision, config=args.data_config, limit=args.limit
     )
     common: dict[str, Any] = {"token_column": args.token_column, "source": source, "scorers": scorers}
     needs_column = args.method in ("top-k", "threshold", "within-clusters", "kcenter", "kmeans")
@@ -357,6 +421,10 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_methods() -> int:
+    from . import select
+    from .cluster import KMeans
+    from .scorers import SCORERS
+
     print("Scorers (hf-select score --method NAME):")
     for name, cls in sorted(SCORERS.items()):
         print(f"  {name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
@@ -382,30 +450,90 @@ def cmd_methods() -> int:
     return 0
 
 
+_AT_LEAST_ONE = ("num_proc", "limit", "batch_size", "probe_rows", "n_clusters", "niter", "workers", "k1", "k2", "k3")
+"""Integer options that only make sense from 1 up (a 0 or a negative count is a mistake, not a request)."""
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    for name in _AT_LEAST_ONE:
+        value = getattr(args, name, None)
+        if isinstance(value, int) and value < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
+def _run(args: argparse.Namespace, command: str) -> int:
+    _check_counts(args)
+    if args.command == "score":
+        return cmd_score(args, command)
+    if args.command == "cluster":
+        return cmd_cluster(args, command)
+    if args.command == "select":
+        return cmd_select(args, command)
+    if args.command == "methods":
+        return cmd_methods()
+    if args.command == "push":
+        return cmd_push(args)
+    from .demo import print_demo, run_demo
+
+    result = run_demo(
+        args.output, budget=args.budget, controls=args.controls, seed=args.seed, num_proc=args.num_proc,
+        limit=args.limit, overwrite=args.overwrite, command=command,
+    )  # fmt: skip
+    print_demo(result)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run `hf-select`: user mistakes print one `hf-select: error:` line and return 2, Ctrl-C prints one
+    line and returns 130 (the shell's code for SIGINT), argparse's own errors exit 2 with its usage."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
     command = shlex.join(["hf-select", *argv])
+    previous = _quiet_workers_on_ctrl_c()
     try:
-        if args.command == "score":
-            return cmd_score(args, command)
-        if args.command == "cluster":
-            return cmd_cluster(args, command)
-        if args.command == "select":
-            return cmd_select(args, command)
-        if args.command == "methods":
-            return cmd_methods()
-        if args.command == "push":
-            return cmd_push(args)
-        result = run_demo(
-            args.output, budget=args.budget, controls=args.controls, seed=args.seed, num_proc=args.num_proc,
-            limit=args.limit, overwrite=args.overwrite, command=command,
-        )  # fmt: skip
-        print_demo(result)
-        return 0
+        args = build_parser(lazy=True).parse_args(argv)
+        return _run(args, command)
     except HFSelectError as err:
         print(f"hf-select: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return _interrupted()
+    except Exception as err:
+        if _caused_by_ctrl_c(err):  # worker pools (num_proc) fail in their own ways while Ctrl-C stops them
+            return _interrupted()
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _quiet_workers_on_ctrl_c() -> Any:
+    """Ctrl-C reaches every process of the terminal's group: forked `datasets` workers then exit quietly
+    (SystemExit) while this process reports it once. Returns the handler to restore (None if unchanged)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    main_pid = os.getpid()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if os.getpid() != main_pid:
+            raise SystemExit(130)
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGINT, on_sigint)
+
+
+def _caused_by_ctrl_c(err: BaseException | None) -> bool:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _interrupted() -> int:
+    print("hf-select: interrupted (Ctrl-C); outputs are written only when complete", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ import numpy as np
 from ..conversation import RowError, detect_format, split_last
 from ..encoding import ConversationEncoder
 from ..engine import LocalEngine, default_batch_tokens, micro_batches
-from ..errors import InputError
+from ..errors import InputError, load_error_reason
 from ..tokenizer import load_tokenizer, model_provenance
 from .cross_entropy import ce_and_ppl
 from .lm import LMResources, LMScorer
@@ -202,8 +203,9 @@ class EmbeddingScorer(LMScorer):
                 resolve_sentence_model(self.model), device=device, revision=self.revision,
                 trust_remote_code=self.trust_remote_code,
             )  # fmt: skip
-        except (OSError, ValueError) as err:
-            raise InputError(f"cannot load sentence-transformers model {self.model!r}: {err}") from err
+        except (OSError, ValueError, pickle.UnpicklingError) as err:
+            reason = load_error_reason(err)
+            raise InputError(f"cannot load sentence-transformers model {self.model!r}: {reason}") from err
         if self.max_length and (model.max_seq_length is None or self.max_length < model.max_seq_length):
             model.max_seq_length = self.max_length
         renderer = load_tokenizer(self.tokenizer, self.revision, self.trust_remote_code) if self.tokenizer else None
