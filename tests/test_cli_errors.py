@@ -203,3 +203,27 @@ def test_limit_scores_the_first_rows_and_records_it(
     assert main([*argv, "--limit", "4", "-o", str(tmp_path / "sel")]) == 0
     record = SelectionRecord.load(tmp_path / "sel")
     assert record.source["limit"] == 4 and record.pool["rows"] == 4
+
+
+def test_a_json_conversation_column_scores_and_selects(
+    tmp_path: Path, tiny_tokenizer: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A conversation column of mixed shapes (a `Json` column in datasets 5) crashed `score` after it had
+    written its output, and made `select` impossible (no `list_value_length` kernel for it). Now both run,
+    rows that are not lists of turns get a reason, and the selection folder reads back."""
+    rows = [_conversation(i, words=i + 1) for i in range(6)]
+    rows[2] = {"conversations": [{"from": "human", "value": ["a", "list"]}, {"from": "gpt", "value": "x"}]}
+    rows[4] = {"conversations": "plain text"}
+    pool = _jsonl(tmp_path / "pool.jsonl", rows)
+    assert main(_score(pool, tmp_path / "scored", tiny_tokenizer)) == 0
+    assert "mean turns" in capsys.readouterr().out
+    errors = load_from_disk(str(tmp_path / "scored"))["n_tokens_error"]
+    assert [bool(e) for e in errors] == [False, False, True, False, True, False]
+    assert "not a list of turns: str" in errors[4]
+    argv = ["select", str(tmp_path / "scored"), "--method", "top-k", "--column", "n_tokens", "--budget", "2"]
+    assert main([*argv, "--controls", "1", "-o", str(tmp_path / "sel")]) == 0
+    from hf_select.save import load_selection_folder
+
+    subset = load_selection_folder(tmp_path / "sel")
+    assert [c[0]["value"].split()[0] for c in subset["conversations"]] == ["q3", "q5"]  # the two longest
+    assert (tmp_path / "sel" / "README.md").read_text().count("mean turns") >= 1

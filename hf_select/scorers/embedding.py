@@ -300,7 +300,7 @@ def embed_with_model(
         encoder = ConversationEncoder(tok, scorer.template)
         resources = EmbeddingResources(encoder, ModelHidden(model, pad_id=0), hidden_size(model))
         spec = detect_format(pool.column_names, scorer.format, scorer.columns)
-        rows = pool.select_columns(list(spec.columns))
+        rows = pool.select_columns(list(spec.read_columns))
         out = np.empty((len(pool), resources.dim), dtype=np.float32)
         for start in range(0, len(pool), batch_size):
             batch = rows[start : start + batch_size]
