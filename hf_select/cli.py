@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from . import CLI_PID_VARIABLE, __version__
 from .errors import HFSelectError, InputError
 
 if TYPE_CHECKING:
@@ -450,7 +450,10 @@ def cmd_methods() -> int:
     return 0
 
 
-_AT_LEAST_ONE = ("num_proc", "limit", "batch_size", "probe_rows", "n_clusters", "niter", "workers", "k1", "k2", "k3")
+_AT_LEAST_ONE = (
+    "num_proc", "limit", "batch_size", "batch_tokens", "probe_rows", "n_clusters", "niter", "max_points_per_centroid",
+    "workers", "k1", "k2", "k3",
+)  # fmt: skip
 """Integer options that only make sense from 1 up (a 0 or a negative count is a mistake, not a request)."""
 
 
@@ -504,14 +507,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+            os.environ.pop(CLI_PID_VARIABLE, None)
 
 
 def _quiet_workers_on_ctrl_c() -> Any:
-    """Ctrl-C reaches every process of the terminal's group: forked `datasets` workers then exit quietly
-    (SystemExit) while this process reports it once. Returns the handler to restore (None if unchanged)."""
+    """Ctrl-C reaches every process of the terminal's group: `datasets` workers (forked ones through this
+    handler, spawned ones through `CLI_PID_VARIABLE`) then exit quietly (SystemExit) while this process
+    reports it once. Returns the handler to restore (None if unchanged)."""
     if threading.current_thread() is not threading.main_thread():
         return None
     main_pid = os.getpid()
+    os.environ[CLI_PID_VARIABLE] = str(main_pid)  # spawned workers: see hf_select/__init__.py
 
     def on_sigint(signum: int, frame: Any) -> None:
         if os.getpid() != main_pid:

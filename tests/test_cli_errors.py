@@ -80,6 +80,8 @@ def test_counts_below_one_are_clean_errors(
     err = _error(capsys, _score(pool, tmp_path / "o", tiny_tokenizer, "--num-proc", "-2"))
     assert err == "hf-select: error: --num-proc must be at least 1, got -2"
     assert "--limit must be at least 1" in _error(capsys, _score(pool, tmp_path / "o", tiny_tokenizer, "--limit", "0"))
+    ce = ["score", str(pool), "--method", "ce", "--model", "unused", "--batch-tokens", "0", "-o", str(tmp_path / "o")]
+    assert _error(capsys, ce) == "hf-select: error: --batch-tokens must be at least 1, got 0"  # was: the default
     assert not (tmp_path / "o").exists()
 
 
@@ -126,23 +128,24 @@ def test_a_pickle_refused_by_torchs_safe_loader_is_a_clear_error(
     assert "posix.getcwd" in err and "safetensors" in err
 
 
-def test_ctrl_c_is_one_line_and_exit_130(tmp_path: Path, tiny_tokenizer: str) -> None:
-    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during scoring with worker
-    processes: one line, no traceback from the parent or a worker, status 130, no output or staging left."""
+@pytest.mark.parametrize("method", ["token-length", "ce"])
+def test_ctrl_c_is_one_line_and_exit_130(method: str, tmp_path: Path, tiny_tokenizer: str, tiny_model: str) -> None:
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during scoring with two worker
+    processes (forked for token-length, spawned for the model scorers): one line, no traceback from the
+    command or a worker, status 130, no output or staging folder left."""
     pool = _jsonl(tmp_path / "pool.jsonl", [_conversation(i, words=300) for i in range(20_000)])
     out = tmp_path / "scored"
-    proc = subprocess.Popen(
-        ["hf-select", *_score(pool, out, tiny_tokenizer, "--num-proc", "2")],
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+    model = ["--tokenizer", tiny_tokenizer] if method == "token-length" else ["--model", tiny_model]
+    argv = ["hf-select", "score", str(pool), "--method", method, *model, "--num-proc", "2", "-o", str(out)]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, start_new_session=True)
     seen, deadline = "", time.monotonic() + 300
-    while "hf-select token-length" not in seen and time.monotonic() < deadline:
-        seen += proc.stderr.read(1)  # the scoring's progress bar: the workers are running
-    time.sleep(0.5)
+    while f"hf-select {method} (num_proc=2)" not in seen and time.monotonic() < deadline:
+        seen += proc.stderr.read(1)  # the scoring's progress bar: the workers are starting or running
+    time.sleep(3)
     os.killpg(proc.pid, signal.SIGINT)
     err = seen + proc.stderr.read()
     assert proc.wait(timeout=120) == 130, err[-3000:]
-    assert "Traceback" not in err
+    assert "Traceback" not in err, err[-3000:]
     assert err.strip().splitlines()[-1] == "hf-select: interrupted (Ctrl-C); outputs are written only when complete"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.jsonl"]
 
