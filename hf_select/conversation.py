@@ -1,13 +1,16 @@
 """Conversation formats: detect a dataset's format, normalise rows to `(role, text)` turns, render them.
 
-Four formats are read, each into turns with roles `system`, `user` and `assistant`:
+Four formats are read, each into turns with roles `system`, `user`, `assistant` and `tool` (a tool's
+output, kept as context like any earlier turn):
 
 - ShareGPT: a `conversations` column of `{"from", "value"}` turns.
 - OpenAI messages: a `messages` column of `{"role", "content"}` turns.
 - Alpaca: `instruction`, optional `input`, `output` columns.
 - Prompt/response pairs: two string columns such as `prompt`/`response`.
 
-A bad row raises `RowError` with a reason; scorers turn it into NaN plus that reason.
+A bad row raises `RowError` with a reason; scorers turn it into NaN plus that reason. A file whose rows
+mix formats (some ShareGPT, some `messages`, some Alpaca) is read row by row: a row without the first
+format's columns is read by the next format whose columns it has.
 
 Example:
     >>> spec = detect_format(["id", "conversations"])
@@ -26,7 +29,7 @@ from typing import Any, Literal, NamedTuple
 
 from .errors import FormatError, RowError
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 FormatName = Literal["sharegpt", "messages", "alpaca", "prompt_response"]
 
 SHAREGPT_ROLES: dict[str, Role] = {
@@ -38,12 +41,16 @@ SHAREGPT_ROLES: dict[str, Role] = {
     "chatgpt": "assistant",
     "bing": "assistant",
     "bard": "assistant",
+    "tool": "tool",
+    "observation": "tool",  # what ShareGPT-style tool datasets (glaive, LLaMA-Factory) call tool output
 }
 MESSAGES_ROLES: dict[str, Role] = {
     "system": "system",
     "developer": "system",
     "user": "user",
     "assistant": "assistant",
+    "tool": "tool",
+    "ipython": "tool",  # Llama 3's name for tool output
 }
 # Checked in this order; the first pair whose both columns exist wins.
 PROMPT_RESPONSE_PAIRS: tuple[tuple[str, str], ...] = (
@@ -76,9 +83,17 @@ class FormatSpec:
 
     name: FormatName
     columns: tuple[str, ...]
+    fallbacks: tuple[FormatSpec, ...] = ()
+    """Formats for rows that have none of `columns` (a file mixing formats), tried in order."""
 
     def describe(self) -> str:
-        return f"{self.name} ({', '.join(self.columns)})"
+        own = f"{self.name} ({', '.join(self.columns)})"
+        return own + "".join(f", else {f.describe()}" for f in self.fallbacks)
+
+    @property
+    def read_columns(self) -> tuple[str, ...]:
+        """Every column a row may be read from (its own, then the fallbacks')."""
+        return tuple(dict.fromkeys([*self.columns, *(c for f in self.fallbacks for c in f.columns)]))
 
 
 def detect_format(
@@ -129,7 +144,14 @@ def detect_format(
             "OpenAI 'messages', Alpaca 'instruction'/'input'/'output', or a prompt/response pair "
             f"({', '.join('/'.join(p) for p in PROMPT_RESPONSE_PAIRS)}); pass format= and columns= otherwise"
         )
-    return candidates[0]
+    if format is not None:
+        return candidates[0]
+    first, fallbacks, used = candidates[0], [], set(candidates[0].columns)
+    for other in candidates[1:]:  # formats on columns of their own: rows of a mixed file
+        if used.isdisjoint(other.columns):
+            fallbacks.append(other)
+            used.update(other.columns)
+    return FormatSpec(first.name, first.columns, tuple(fallbacks))
 
 
 def _unicode(text: str, where: str) -> str:
@@ -176,7 +198,14 @@ def _turn_list(value: Any, role_key: str, text_key: str, roles: Mapping[str, Rol
 
 
 def row_turns(row: Mapping[str, Any], spec: FormatSpec) -> list[Turn]:
-    """Normalise one row to turns. Raises `RowError` for a malformed row."""
+    """Normalise one row to turns. Raises `RowError` for a malformed row. A row with none of the format's
+    columns (all null) is read by the first of `spec.fallbacks` whose columns it has."""
+    if spec.fallbacks and all(row.get(c) is None for c in spec.columns):
+        for fallback in spec.fallbacks:
+            if any(row.get(c) is not None for c in fallback.columns):
+                return row_turns(row, FormatSpec(fallback.name, fallback.columns))
+        every = ", ".join(repr(c) for c in spec.read_columns)
+        raise RowError(f"no conversation in this row: {every} are all empty")
     if spec.name == "sharegpt":
         return _turn_list(row[spec.columns[0]], "from", "value", SHAREGPT_ROLES, spec.columns[0])
     if spec.name == "messages":
@@ -198,7 +227,7 @@ def row_turns(row: Mapping[str, Any], spec: FormatSpec) -> list[Turn]:
 
 def batch_turns(batch: Mapping[str, Sequence[Any]], spec: FormatSpec) -> list[list[Turn] | RowError]:
     """Normalise every row of a `datasets` batch; a bad row yields its `RowError` in place."""
-    columns = {c: batch[c] for c in spec.columns}
+    columns = {c: batch[c] for c in spec.read_columns if c in batch}
     n = len(next(iter(columns.values())))
     out: list[list[Turn] | RowError] = []
     for i in range(n):
@@ -228,7 +257,8 @@ def assistant_splits(turns: Sequence[Turn]) -> list[tuple[list[Turn], str]]:
     return [(list(turns[:i]), t.text) for i, t in enumerate(turns) if t.role == "assistant" and t.text.strip()]
 
 
-PAPER_HEADERS: dict[Role, str] = {"system": "", "user": "Human: ", "assistant": "Assistant: "}
+PAPER_HEADERS: dict[Role, str] = {"system": "", "user": "Human: ", "assistant": "Assistant: ", "tool": "Tool: "}
+"""The study's format has no tool turns; a tool's output is shown as `Tool: ...` context."""
 
 
 def render_paper_prompt(history: Sequence[Turn]) -> str:
@@ -237,4 +267,46 @@ def render_paper_prompt(history: Sequence[Turn]) -> str:
 
 
 def to_messages(turns: Sequence[Turn]) -> list[dict[str, str]]:
+    """Turns as OpenAI / TRL `messages`: `[{"role": ..., "content": ...}, ...]`."""
     return [{"role": t.role, "content": t.text} for t in turns]
+
+
+MESSAGES_COLUMN = "messages"
+
+
+def as_messages(dataset: Any, format: FormatName | None = None, columns: Sequence[str] | None = None) -> Any:
+    """The dataset with its conversations in one TRL-ready `messages` column (a list of `{"role",
+    "content"}` with string contents, roles system/user/assistant/tool) in place of the columns they were
+    read from (ShareGPT, messages, Alpaca or prompt/response, detected per row as the scorers read them);
+    the other columns (ids, scores) are kept, rows keep their order. A row that cannot be read raises
+    `InputError` naming it: no row is dropped or left without messages.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict({"instruction": ["Add 2 and 2."], "input": [""], "output": ["4"], "n": [7]})
+        >>> out = as_messages(ds)
+        >>> out.column_names, out[0]["messages"]
+        (['n', 'messages'], [{'role': 'user', 'content': 'Add 2 and 2.'}, {'role': 'assistant', 'content': '4'}])
+    """
+    from datasets import Features, List, Value
+
+    from .errors import InputError
+
+    spec = detect_format(dataset.column_names, format, columns)
+    read = list(spec.read_columns)
+
+    def convert(batch: Mapping[str, Sequence[Any]], indices: Sequence[int]) -> dict[str, list[Any]]:
+        out = []
+        for i, turns in zip(indices, batch_turns(batch, spec), strict=True):
+            if isinstance(turns, RowError):
+                raise InputError(f"row {i} cannot be written as messages: {turns.reason}")
+            out.append(to_messages(turns))
+        return {MESSAGES_COLUMN: out}
+
+    kept = [c for c in dataset.column_names if c not in read and c != MESSAGES_COLUMN]
+    message = {"role": Value("string"), "content": Value("string")}
+    features = Features({**{c: dataset.features[c] for c in kept}, MESSAGES_COLUMN: List(message)})
+    return dataset.map(
+        convert, batched=True, with_indices=True, remove_columns=[c for c in dataset.column_names if c not in kept],
+        features=features, desc="hf-select messages",
+    )  # fmt: skip

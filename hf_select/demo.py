@@ -36,10 +36,7 @@ def run_demo(
     tenth of the rows with `limit`) and `controls` random subsets of the same size, write them under
     `output`, and return their summaries and folders."""
     out = prepare_output(output, [], overwrite=overwrite)
-    pool, source, _ = load_pool(embedded.SHAREGPT)
-    if limit is not None:
-        pool = pool.select(range(min(limit, len(pool))))
-        source.update(num_rows=len(pool), fingerprint=pool._fingerprint, limit=limit)
+    pool, source, _ = load_pool(embedded.SHAREGPT, limit=limit)
     if budget is None:
         budget = 1000 if limit is None else max(1, min(1000, len(pool) // 10))
     scorer = TokenLengthScorer(tokenizer=embedded.SMOLLM2)

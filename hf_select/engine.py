@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -26,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from . import embedded, progress
-from .errors import InputError
+from .errors import InputError, load_error_reason
 from .model_cache import MODELS
 
 Span = tuple[int, int]
@@ -129,8 +130,8 @@ class LocalEngine:
             kwargs["attn_implementation"] = "sdpa"
         try:
             self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(device).eval()
-        except (OSError, ValueError) as err:
-            raise InputError(f"cannot load model {model!r}: {err}") from err
+        except (OSError, ValueError, pickle.UnpicklingError) as err:
+            raise InputError(f"cannot load model {model!r}: {load_error_reason(err)}") from err
         self.decoder = self.model.get_decoder()
         self.head = self.model.get_output_embeddings()
         config = self.model.config

@@ -18,12 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset
 
+from .conversation import as_messages
+from .errors import InputError
 from .record import SelectionRecord
 
 if TYPE_CHECKING:
     from .select import Selection
 
 MAX_SHARD_BYTES = 500 << 20
+OUTPUT_FORMATS = ("original", "messages")
+"""How a selection's `data/` is written: the pool's own columns, or a TRL-ready `messages` column."""
 
 
 def write_parquet_shards(ds: Dataset, folder: Path, split: str = "train") -> list[Path]:
@@ -52,13 +56,20 @@ def save_selection(
     random_baseline: Dataset | Selection | None = None,
     repo_id: str | None = None,
     token_column: str | None = None,
+    output_format: str = "original",
 ) -> Path:
     """Write a selection folder: `data/` (the subset), `selection.json` (the record), `README.md` (the
     dataset card, with plots under `assets/`) and, when given, the whole scored pool under `scores/`.
 
     `pool` (default: `scores`) lets the card compare the subset with the pool and a random subset of the
     same size; `random_baseline` gives that random subset (e.g. the first control written beside it).
+    `output_format="messages"` writes the subset's conversations as one TRL-ready `messages` column
+    (`conversation.as_messages`), whatever format the pool was in; `"original"` keeps its columns.
     """
+    if output_format not in OUTPUT_FORMATS:
+        raise InputError(f"unknown output format {output_format!r}: expected one of {list(OUTPUT_FORMATS)}")
+    if output_format == "messages":
+        subset = as_messages(subset)
     folder = Path(path)
     write_parquet_shards(subset, folder / "data")
     if scores is not None:
@@ -81,7 +92,5 @@ def load_selection_folder(path: str | os.PathLike[str], config: str = "data") ->
 
     files = sorted(str(p) for p in (Path(path) / config).glob("*.parquet"))
     if not files:
-        from .errors import InputError
-
         raise InputError(f"{path} has no {config}/ parquet files")
     return load_dataset("parquet", data_files=files, split="train")

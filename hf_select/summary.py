@@ -43,18 +43,55 @@ def describe(ds: Dataset, token_column: str = "n_tokens") -> dict[str, float | i
 
 
 def mean_turns(ds: Dataset, spec: FormatSpec) -> float | None:
-    """Mean number of turns of the non-empty conversations, counted by Arrow (no rows turned into Python
-    objects, so it stays fast on million-row pools). Alpaca and prompt/response rows have two turns."""
-    if len(ds) == 0:
-        return None
-    if spec.name not in ("sharegpt", "messages"):
-        return 2.0
-    column = ds.with_format("arrow")[spec.columns[0]]
-    if isinstance(column, pa.Table):
-        column = column.column(0)
-    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.float64)
-    lengths = lengths[lengths > 0]  # nulls are NaN (dropped by the comparison), empty lists are not conversations
-    return float(lengths.mean()) if len(lengths) else None
+    """Mean number of turns of the non-empty conversations (`turn_counts`). Alpaca and prompt/response
+    rows have two turns."""
+    counts = turn_counts(ds, spec)
+    counts = counts[counts > 0]  # NaN (no conversation) fails the comparison; empty lists are not conversations
+    return float(counts.mean()) if len(counts) else None
+
+
+def turn_counts(ds: Dataset, spec: FormatSpec) -> np.ndarray:
+    """Turns per row as float64, NaN where a row has no conversation; a row of a mixed file is counted in
+    the format it is read in (`FormatSpec.fallbacks`). Counted by Arrow where the column is a list (no
+    rows turned into Python objects, so it stays fast on million-row pools); a column of mixed shapes,
+    which datasets stores as a `Json` column, is decoded row by row, and a value that is not a list of
+    turns (a string, a number) counts as no conversation.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> from hf_select.conversation import detect_format
+        >>> ds = Dataset.from_dict({"conversations": [[{"from": "human", "value": "q"}], None]})
+        >>> turn_counts(ds, detect_format(ds.column_names)).tolist()
+        [1.0, nan]
+    """
+    counts = np.full(len(ds), np.nan)
+    for fmt in (FormatSpec(spec.name, spec.columns), *spec.fallbacks):
+        todo = np.isnan(counts)
+        if not todo.any():
+            break
+        counts[todo] = _format_counts(ds, fmt)[todo]
+    return counts
+
+
+def _format_counts(ds: Dataset, spec: FormatSpec) -> np.ndarray:
+    arrow = ds.with_format("arrow")
+    if spec.name not in ("sharegpt", "messages"):  # two turns wherever the row has its columns
+        present = np.ones(len(ds), dtype=bool)
+        for name in spec.columns[::2] if len(spec.columns) == 3 else spec.columns:  # alpaca's input may be null
+            present &= ~_column(arrow, name).is_null().to_numpy(zero_copy_only=False)
+        return np.where(present, 2.0, np.nan)
+    column = _column(arrow, spec.columns[0])
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        return pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.float64)
+    name, counts = spec.columns[0], []
+    for batch in ds.select_columns([name]).iter(batch_size=10_000):  # decoded by the column's feature
+        counts += [float(len(v)) if isinstance(v, list) else np.nan for v in batch[name]]
+    return np.asarray(counts, dtype=np.float64)
+
+
+def _column(arrow: Dataset, name: str) -> pa.ChunkedArray:
+    column = arrow[name]
+    return column.column(0) if isinstance(column, pa.Table) else column
 
 
 def _fmt(value: float | int | None, decimals: int) -> str:

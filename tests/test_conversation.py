@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +33,11 @@ def sg(*turns: tuple[str, Any]) -> dict[str, Any]:
     return {"conversations": [{"from": role, "value": value} for role, value in turns]}
 
 
+def msgs(*turns: tuple[str, Any]) -> dict[str, Any]:
+    """A messages row from (role, content) pairs."""
+    return {"messages": [{"role": role, "content": content} for role, content in turns]}
+
+
 def turns_of(row: dict[str, Any], spec: FormatSpec = SHAREGPT) -> list[Turn]:
     return row_turns(row, spec)
 
@@ -44,9 +51,11 @@ def scored_unit(row: dict[str, Any], spec: FormatSpec = SHAREGPT) -> tuple[list[
 
 
 def test_detect_sharegpt() -> None:
-    """A `conversations` column is ShareGPT, whatever other columns exist."""
+    """A `conversations` column is ShareGPT, whatever other columns exist (they serve rows without it)."""
     assert detect_format(["id", "conversations"]) == SHAREGPT
-    assert detect_format(["conversations", "source", "prompt", "response"]) == SHAREGPT
+    spec = detect_format(["conversations", "source", "prompt", "response"])
+    assert (spec.name, spec.columns) == ("sharegpt", ("conversations",))
+    assert spec.fallbacks == (FormatSpec("prompt_response", ("prompt", "response")),)
 
 
 def test_detect_messages() -> None:
@@ -56,8 +65,8 @@ def test_detect_messages() -> None:
 
 
 def test_detect_sharegpt_wins_over_messages() -> None:
-    """With both columns, ShareGPT is picked unless `format=` forces messages."""
-    assert detect_format(["messages", "conversations"]) == SHAREGPT
+    """With both columns, ShareGPT is picked (messages reads rows without it) unless `format=` forces messages."""
+    assert detect_format(["messages", "conversations"]) == FormatSpec("sharegpt", ("conversations",), (MESSAGES,))
     assert detect_format(["messages", "conversations"], format="messages") == MESSAGES
 
 
@@ -170,7 +179,7 @@ def test_forced_columns_must_match_the_format() -> None:
 
 @pytest.mark.parametrize(("alias", "role"), sorted(SHAREGPT_ROLES.items()))
 def test_every_sharegpt_role_alias(alias: str, role: str) -> None:
-    """Each ShareGPT role alias maps to system, user or assistant, case-insensitively."""
+    """Each ShareGPT role alias maps to system, user, assistant or tool, case-insensitively."""
     expected = {
         "human": "user",
         "user": "user",
@@ -180,6 +189,8 @@ def test_every_sharegpt_role_alias(alias: str, role: str) -> None:
         "bing": "assistant",
         "bard": "assistant",
         "system": "system",
+        "tool": "tool",
+        "observation": "tool",
     }
     assert set(SHAREGPT_ROLES) == set(expected)
     assert role == expected[alias]
@@ -271,7 +282,8 @@ BAD_ROWS: list[tuple[str, FormatSpec, dict[str, Any], str]] = [
     ("last turn system", SHAREGPT, sg(("human", "q"), ("gpt", "a"), ("system", "s")), "it is 'system'"),
     ("unknown role", SHAREGPT, sg(("human", "q"), ("robot", "beep")), "unknown role 'robot' in turn 1"),
     ("missing role", SHAREGPT, {"conversations": [{"value": "q"}]}, "unknown role None in turn 0"),
-    ("tool role", MESSAGES, {"messages": [{"role": "tool", "content": "{}"}]}, "unknown role 'tool'"),
+    ("only a tool turn", MESSAGES, {"messages": [{"role": "tool", "content": "{}"}]}, "no assistant turn"),
+    ("last turn a tool's", MESSAGES, msgs(("user", "q"), ("assistant", "a"), ("tool", "{}")), "it is 'tool'"),
     ("non-string int", SHAREGPT, sg(("human", 42), ("gpt", "a")), "turn 0 of 'conversations': int"),
     ("non-string null", SHAREGPT, sg(("human", "q"), ("gpt", None)), "non-string text in turn 1 .*NoneType"),
     ("non-string null content", MESSAGES, {"messages": [{"role": "assistant", "content": None}]}, "NoneType"),
@@ -472,3 +484,113 @@ def test_assistant_splits_same_validity_as_split_last(row: dict[str, Any]) -> No
         assistant_splits(turns_of(row))
     with pytest.raises(RowError):
         assistant_splits([])
+
+
+# --- issue #10: mixed files, tool turns, TRL-ready messages ----------------------------------------
+
+
+def _mixed_file(tmp_path: Path) -> Path:
+    rows = [
+        sg(("human", "q0"), ("gpt", "a0")),
+        msgs(("system", "s"), ("user", "q1"), ("assistant", "a1")),
+        {"instruction": "q2", "input": "ctx", "output": "a2"},
+        {"id": 3},  # no conversation at all
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_a_file_mixing_formats_is_read_row_by_row(tmp_path: Path) -> None:
+    """ShareGPT, messages and Alpaca rows in one JSONL file: each row is read in its own format. Before,
+    every non-ShareGPT row failed with the misleading "empty conversation in 'conversations'"."""
+    from datasets import load_dataset
+
+    ds = load_dataset("json", data_files=str(_mixed_file(tmp_path)), split="train")
+    spec = detect_format(ds.column_names)
+    assert spec.describe() == (
+        "sharegpt (conversations), else messages (messages), else alpaca (instruction, input, output)"
+    )
+    out = batch_turns(ds[:], spec)
+    assert out[:3] == [
+        [Turn("user", "q0"), Turn("assistant", "a0")],
+        [Turn("system", "s"), Turn("user", "q1"), Turn("assistant", "a1")],
+        [Turn("user", "q2\n\nctx"), Turn("assistant", "a2")],
+    ]
+    assert isinstance(out[3], RowError)
+    assert out[3].reason == (
+        "no conversation in this row: 'conversations', 'messages', 'instruction', 'input', 'output' are all empty"
+    )
+
+
+def test_a_forced_format_reads_only_its_columns() -> None:
+    spec = detect_format(["conversations", "messages"], format="sharegpt")
+    assert spec.fallbacks == ()
+    with pytest.raises(RowError, match="empty conversation in 'conversations'"):
+        row_turns({"conversations": None, **msgs(("user", "q"), ("assistant", "a"))}, spec)
+
+
+def test_tool_turns_are_context() -> None:
+    """`role: "tool"` (and Llama 3's `ipython`, ShareGPT's `observation`) is a turn of the history, not an
+    unknown-role error; the last turn must still be the assistant's."""
+    row = msgs(
+        ("user", "weather?"), ("assistant", "calling"), ("tool", '{"t": 21}'), ("ipython", "ok"), ("assistant", "21")
+    )
+    history, response = scored_unit(row, MESSAGES)
+    assert [t.role for t in history] == ["user", "assistant", "tool", "tool"] and response == "21"
+    assert render_paper_prompt(history[2:3]) == 'Tool: {"t": 21}\nAssistant: '
+    assert turns_of(sg(("human", "q"), ("observation", "42"), ("gpt", "a")))[1] == Turn("tool", "42")
+
+
+def test_as_messages_writes_every_format_as_trl_messages(tmp_path: Path, tiny_tokenizer: str) -> None:
+    """An Alpaca subset (or any format, here a mixed file) becomes a `messages` column of {role, content}
+    that TRL-style code consumes: `tokenizer.apply_chat_template(row["messages"])` with the tiny tokenizer.
+    Before, an Alpaca subset had no `messages` and TRL failed with KeyError: 'text'."""
+    from datasets import Dataset, load_dataset
+    from transformers import AutoTokenizer
+
+    from hf_select.conversation import as_messages
+
+    alpaca = Dataset.from_dict(
+        {"instruction": ["Add 2 and 2.", "Name a colour."], "input": ["", "not red"], "output": ["4", "Blue."],
+         "n_tokens": [5.0, 7.0]}
+    )  # fmt: skip
+    out = as_messages(alpaca)
+    assert out.column_names == ["n_tokens", "messages"] and out["n_tokens"] == [5.0, 7.0]
+    assert out[1]["messages"] == [
+        {"role": "user", "content": "Name a colour.\n\nnot red"},
+        {"role": "assistant", "content": "Blue."},
+    ]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer)
+    text = tokenizer.apply_chat_template(out[0]["messages"], tokenize=False)
+    assert text == "<|im_start|>user\nAdd 2 and 2.<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n"
+    ids = tokenizer.apply_chat_template(out[1]["messages"], tokenize=True)
+    assert len(ids) > 0
+
+    mixed = load_dataset("json", data_files=str(_mixed_file(tmp_path)), split="train").select(range(3))
+    assert [len(m) for m in as_messages(mixed)["messages"]] == [2, 3, 2]
+    with pytest.raises(HFSelectError, match=r"row 3 cannot be written as messages: no conversation"):
+        as_messages(load_dataset("json", data_files=str(_mixed_file(tmp_path)), split="train"))
+
+
+def test_save_selection_writes_an_alpaca_subset_as_messages(tmp_path: Path, tiny_tokenizer: str) -> None:
+    """`save_selection(..., output_format="messages")`: the selection folder's data/ is TRL-ready."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from hf_select import select
+    from hf_select.save import load_selection_folder, save_selection
+
+    pool = Dataset.from_dict(
+        {"instruction": [f"task {i}" for i in range(6)], "output": ["done " * (i + 1) for i in range(6)],
+         "n_tokens": [float(i) for i in range(6)]}
+    )  # fmt: skip
+    sel = select.top_k(pool, "n_tokens", 2)
+    save_selection(sel.dataset, tmp_path / "sel", sel.record, pool=pool, output_format="messages")
+    data = load_selection_folder(tmp_path / "sel")
+    assert data.column_names == ["n_tokens", "messages"]
+    assert [m[0]["content"] for m in data["messages"]] == ["task 4", "task 5"]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer)
+    assert all(tokenizer.apply_chat_template(row["messages"], tokenize=True) for row in data)
+    with pytest.raises(HFSelectError, match="unknown output format 'chatml'"):
+        save_selection(sel.dataset, tmp_path / "x", sel.record, output_format="chatml")

@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import importlib.util
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ import numpy as np
 from ..conversation import RowError, Turn, detect_format, split_last
 from ..encoding import ConversationEncoder, Units
 from ..engine import LocalEngine, default_batch_tokens, micro_batches
-from ..errors import InputError
+from ..errors import InputError, load_error_reason
 from ..tokenizer import load_tokenizer, model_provenance
 from .cross_entropy import ce_and_ppl
 from .lm import LMResources, LMScorer
@@ -184,8 +185,9 @@ class EmbeddingScorer(_PromptAndResponse, LMScorer):
                 resolve_sentence_model(self.model), device=device, revision=self.revision,
                 trust_remote_code=self.trust_remote_code,
             )  # fmt: skip
-        except (OSError, ValueError) as err:
-            raise InputError(f"cannot load sentence-transformers model {self.model!r}: {err}") from err
+        except (OSError, ValueError, pickle.UnpicklingError) as err:
+            reason = load_error_reason(err)
+            raise InputError(f"cannot load sentence-transformers model {self.model!r}: {reason}") from err
         if self.max_length and (model.max_seq_length is None or self.max_length < model.max_seq_length):
             model.max_seq_length = self.max_length
         renderer = load_tokenizer(self.tokenizer, self.revision, self.trust_remote_code) if self.tokenizer else None
@@ -270,7 +272,7 @@ def embed_with_model(
         encoder = ConversationEncoder(tok, scorer.template)
         resources = EmbeddingResources(encoder, ModelHidden(model, pad_id=0), hidden_size(model))
         spec = detect_format(pool.column_names, scorer.format, scorer.columns)
-        rows = pool.select_columns(list(spec.columns))
+        rows = pool.select_columns(list(spec.read_columns))
         out = np.empty((len(pool), resources.dim), dtype=np.float32)
         for start in range(0, len(pool), batch_size):
             batch = rows[start : start + batch_size]

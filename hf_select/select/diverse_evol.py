@@ -73,7 +73,7 @@ def sft_examples(
     spec = detect_format(rows.column_names, format, tuple(columns) if columns else None)
     examples: list[dict[str, list[int]]] = []
     skipped: dict[str, int] = {}
-    for batch in rows.select_columns(list(spec.columns)).iter(batch_size=1000):
+    for batch in rows.select_columns(list(spec.read_columns)).iter(batch_size=1000):
         segments = []
         for turns in batch_turns(batch, spec):
             try:

@@ -18,6 +18,8 @@ from ..record import SelectionRecord
 from .budget import Budget
 
 TOKEN_COLUMN = "n_tokens"
+FILE_BUILDERS = ("json", "csv", "parquet")
+"""`datasets` builders that read local data files: their name is not a dataset's."""
 
 
 @dataclass
@@ -124,8 +126,12 @@ def indices_digest(indices: np.ndarray) -> str:
 def source_info(
     ds: Dataset, name: str | None = None, revision: str | None = None, split: str | None = None
 ) -> dict[str, Any]:
-    """Provenance of a pool: name (Hub id or path), revision, split, config, fingerprint, rows."""
-    return {
+    """Provenance of a pool: name (Hub id or path), revision, split, config, fingerprint, rows.
+
+    A pool from `load_dataset("json" | "csv" | "parquet", data_files=...)` is recorded as `load_pool` records
+    a file (its path, sha256 and the builder), so that `load_pool(record.source["dataset"])` reloads it; if
+    its files cannot be identified, `dataset` is None (never the builder's name, which names no data)."""
+    info: dict[str, Any] = {
         "dataset": name or ds.info.dataset_name,
         "revision": revision,
         "split": split or (str(ds.split) if ds.split is not None else None),
@@ -133,6 +139,11 @@ def source_info(
         "fingerprint": ds._fingerprint,
         "num_rows": len(ds),
     }
+    if name is None and ds.info.builder_name in FILE_BUILDERS:
+        from ..pool import data_files_source
+
+        info.update(config=None, **(data_files_source(ds) or {"dataset": None, "builder": ds.info.builder_name}))
+    return info
 
 
 def scorer_entries(scorers: Sequence[Any]) -> list[dict[str, Any]]:

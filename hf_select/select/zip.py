@@ -102,7 +102,7 @@ def sample_bytes(
     missing = [c for c in record_columns if c not in pool.column_names]
     if missing:
         raise InputError(f"columns {missing} are not in the dataset; it has {pool.column_names}")
-    read = list(dict.fromkeys([*spec.columns, *(record_columns if text == "repr" else [])]))
+    read = list(dict.fromkeys([*spec.read_columns, *(record_columns if text == "repr" else [])]))
     out: list[bytes | None] = []
     for batch in pool.select_columns(read).iter(batch_size=batch_size):
         for i, turns in enumerate(batch_turns(batch, spec)):
