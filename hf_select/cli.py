@@ -166,7 +166,7 @@ def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
 
 
 _AT_LEAST_ONE = (
-    "num_proc", "limit", "batch_size", "batch_tokens", "probe_rows", "n_clusters", "niter", "max_points_per_centroid",
+    "num_proc", "limit", "batch_size", "batch_tokens", "probe_rows", "niter",
     "workers", "k1", "k2", "k3",
 )  # fmt: skip
 """Integer options that only make sense from 1 up (a 0 or a negative count is a mistake, not a request)."""
@@ -174,7 +174,9 @@ _AT_LEAST_ONE = (
 
 def _check_counts(args: argparse.Namespace) -> None:
     for name in _AT_LEAST_ONE:
-        value = getattr(args, name, None)
+        value = getattr(args, name, getattr(args, "flag:" + name.replace("_", "-"), None))  # or a field's flag
+        if isinstance(value, str) and value.lstrip("-").isdigit():
+            value = int(value)
         if isinstance(value, int) and value < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
 
