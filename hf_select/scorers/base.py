@@ -283,12 +283,15 @@ class Scorer(ABC):
 
     def map(self, dataset: Any, **options: Any) -> Any:
         """`dataset.map(self, batched=True, with_indices=True, with_rank=True, ...)` with a progress bar per
-        micro-batch. Options: `num_proc`, `batch_size` (1000), `checkpoint_every=N` (score N rows at a time
-        into sidecar files, under `checkpoint_dir` or the datasets cache, that a re-run after a crash loads
-        instead of scoring again), `progress=False` (no bar), and any other `Dataset.map` argument. See
-        `hf_select.scorers.checkpoint.map_scorer`."""
+        micro-batch; the scored pool remembers the input's provenance with this scorer added, so a selector
+        records both (`hf_select.provenance`). Options: `num_proc`, `batch_size` (1000),
+        `checkpoint_every=N` (score N rows at a time into sidecar files, under `checkpoint_dir` or the
+        datasets cache, that a re-run after a crash loads instead of scoring again), `progress=False` (no
+        bar), and any other `Dataset.map` argument. See `hf_select.scorers.checkpoint.map_scorer`."""
+        from ..provenance import derived
         from .checkpoint import map_scorer
 
         if "progress" in options:
             options["show_progress"] = options.pop("progress")
-        return map_scorer(self, dataset, **options)
+        scored = map_scorer(self, dataset, **options)
+        return derived(scored, dataset, self.describe()) if hasattr(scored, "_fingerprint") else scored
