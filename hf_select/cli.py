@@ -132,6 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--message", help="commit message (default: method, rows and budget of the selection)")
     p.add_argument("--token", help="Hub token (default: HF_TOKEN or the `hf auth login` cache)")
     p.add_argument("--dry-run", action="store_true", help="print the card and the files, send nothing")
+    p.add_argument("--timeout", type=float, help="seconds without an answer before a request is retried (default 120)")
+    p.add_argument(
+        "--drop-columns",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="COLUMN",
+        help="columns to leave out of the pushed data",
+    )
+    p.add_argument(
+        "--keep-scores",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="push the scored pool (scores/) when the folder has it (default: yes)",
+    )
+    p.add_argument("--license", help="the card's license (a Hub license id, e.g. apache-2.0; default: the source's)")
+    p.add_argument("--config-name", default="default", help="config name of the subset (default: default)")
+    p.add_argument("--split", default="train", help="split name of the subset and the scored pool (default: train)")
 
     sub.add_parser("methods", help="list scorers and selectors with their parameters")
 
@@ -338,8 +356,12 @@ def cmd_select(args: argparse.Namespace, command: str) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from .push import plan_folder, push_folder
 
+    options = {
+        "drop_columns": args.drop_columns, "keep_scores": args.keep_scores, "license": args.license,
+        "config_name": args.config_name, "split": args.split,
+    }  # fmt: skip
     if args.dry_run:
-        readme, files = plan_folder(args.folder, args.repo_id)
+        readme, files = plan_folder(args.folder, args.repo_id, **options)
         print(f"README.md (an existing repo's card is merged into it at push time):\n\n{readme}")
         print(f"Files for one commit to datasets/{args.repo_id} (plus deletion of stale shards in our config folders):")
         for path, size in files:
@@ -348,7 +370,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         return 0
     info = push_folder(
         args.folder, args.repo_id, private=args.private, token=args.token, revision=args.revision,
-        create_pr=args.create_pr, commit_message=args.message,
+        create_pr=args.create_pr, commit_message=args.message, timeout=args.timeout, **options,
     )  # fmt: skip
     print(f"Pushed {args.folder} to datasets/{args.repo_id}: {info.commit_url}")
     if info.pr_url:
