@@ -24,6 +24,7 @@ from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from hf_select.card import (
     SIZE_CATEGORIES,
+    CardContext,
     Markdown,
     SelectionCard,
     build_card,
@@ -31,6 +32,7 @@ from hf_select.card import (
     cards_dir,
     fetch_source_card_data,
     render_body,
+    render_card,
     size_category,
     with_repo_id,
 )
@@ -303,6 +305,53 @@ def test_with_repo_id_gives_the_card_built_with_it(selection, with_scores) -> No
     assert with_repo_id(expected, "me/longest") == expected  # idempotent
     with pytest.raises(InputError, match="repo id"):
         with_repo_id(without, "../etc")
+
+
+@pytest.mark.parametrize("with_scores", [False, True])
+def test_the_context_renders_the_same_card_again(pool, selection, tmp_path, with_scores) -> None:
+    """What push does: the context saved as JSON, loaded back and rendered with a repo id, gives exactly
+    the card built with that repo id."""
+    card = build_card(
+        selection.dataset, selection.record, pool=pool, assets_dir=tmp_path / "a" / "assets", with_scores=with_scores
+    )
+    context = CardContext.from_json(card.context.to_json())
+    assert context == card.context
+    assert str(render_card(context)) == str(card)
+    expected = build_card(
+        selection.dataset, selection.record, pool=pool, assets_dir=tmp_path / "b" / "assets", with_scores=with_scores,
+        repo_id="me/longest",
+    )  # fmt: skip
+    assert str(render_card(context, repo_id="me/longest")) == str(expected)
+    with pytest.raises(InputError, match="repo id"):
+        render_card(context, repo_id="../etc")
+    with pytest.raises(InputError, match="schema_version"):
+        CardContext.from_json('{"schema_version": 99}')
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        [{"path": "/data/pool.jsonl", "sha256": "ab" * 32}],
+        ["/data/pool.jsonl"],
+        {"train": ["/data/pool.jsonl"]},
+    ],
+)
+def test_a_pool_read_from_data_files_is_named_by_its_files(pool, files) -> None:
+    """`load_dataset("json", data_files=...)` names its builder (`json`): the card names the files."""
+    source = {"dataset": "json", "data_files": files, "split": "train", "revision": None}
+    sel = top_k(pool, "n_tokens", 10, source=source)
+    metadata, body = split_card(str(build_card(sel.dataset, sel.record)))
+    assert metadata["pretty_name"] == "pool.jsonl: top-k by n_tokens, 10 rows" and "source_datasets" not in metadata
+    assert "10 rows selected from `/data/pool.jsonl` by hf-select" in body
+    source_row = next(line for line in body.splitlines() if line.startswith("| Source |"))
+    assert source_row.startswith("| Source | `/data/pool.jsonl`") and "read as `json`" in source_row
+    with_sha = isinstance(files, list) and isinstance(files[0], dict)
+    assert ("(sha256 `abababababababab`…)" in source_row) == with_sha
+    two = {"dataset": "json", "data_files": ["a/one.jsonl", "b/two.jsonl"]}
+    sel = top_k(pool, "n_tokens", 10, source=two)
+    metadata, body = split_card(str(build_card(sel.dataset, sel.record)))
+    assert metadata["pretty_name"] == "one.jsonl and 1 more files: top-k by n_tokens, 10 rows"
+    assert "`a/one.jsonl`, `b/two.jsonl`" in body
 
 
 def test_fetch_source_card_data_from_the_hub(fake_hub: FakeHub, selection) -> None:
