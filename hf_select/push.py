@@ -214,8 +214,11 @@ def _push(
     try:
         return _commit(api, steps, upload, revision, create_pr, message)
     except BaseException as err:
-        if info is None and _delete_if_untouched(api, steps) and isinstance(err, HFSelectError):
-            err.args = (f"{err} (the repo this push had created was deleted again)",)
+        if info is None and _delete_if_untouched(api, steps):
+            error = steps.http_error(err) if isinstance(err, HfHubHTTPError) else err
+            if isinstance(error, HFSelectError):
+                error.args = (f"{error} (the repo this push had created was deleted again)",)
+                raise error from None
         raise
 
 
@@ -304,9 +307,11 @@ def _preupload(
     except (HfHubHTTPError, PushError, *transport_errors()):
         raise
     except Exception as err:  # hf_xet raises plain ConnectionError/RuntimeError, huggingface_hub ValueError
-        from huggingface_hub.utils import is_xet_available
+        from importlib.util import find_spec
 
-        via = "Xet storage" if is_xet_available() else "LFS"
+        from huggingface_hub import constants
+
+        via = "Xet storage" if not constants.HF_HUB_DISABLE_XET and find_spec("hf_xet") else "LFS"
         hint = " (set HF_HUB_DISABLE_XET=1 to upload through LFS instead)" if via == "Xet storage" else ""
         raise PushError(
             scrub(f"uploading the files of {steps.repo_id} failed ({via}): {err}{hint}", steps.secrets)

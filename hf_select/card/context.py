@@ -157,8 +157,8 @@ def build_context(
     hub_id = hub_dataset_id(source, on_hub=source_card_data is not None)
     baseline, baseline_seed = _baseline(subset, record, pool, random_baseline, column, token_column)
     col_values = stats.column_values_of([c for c in dict.fromkeys([column, token_column]) if c], subset, pool)
-    used = _used_columns(record, token_column)
     scorers = [e for e in record.scorers if isinstance(e, Mapping)]
+    used = _used_columns(record, token_column, scorers)
     methods, bibtex = _methods(record, [e for e in scorers if _is_used(e, used)])
     comparison = None
     if baseline is not None:
@@ -186,7 +186,7 @@ def build_context(
         kept=dict(record.kept or {}),
         parameters=_parameters(params),
         scorers=[_scorer(e) for e in scorers if _is_used(e, used)],
-        other_columns=[],
+        other_columns=_other_columns(subset, scorers, used),
         seed=record.seed,
         indices_sha256=record.indices_sha256,
         hf_select_version=record.hf_select_version,
@@ -300,10 +300,16 @@ def _entry_columns(entry: Mapping[str, Any]) -> tuple[str, ...] | None:
     return None if cls is None else (*cls.score_columns, *cls.vector_columns)
 
 
-def _used_columns(record: SelectionRecord, token_column: str) -> set[str]:
+def _used_columns(record: SelectionRecord, token_column: str, scorers: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The columns a selection read: those its parameters name, its token column, and the embedding column
+    of a clustering whose clusters it used."""
     params = record.parameters or {}
-    used = {params[k] for k in _COLUMN_PARAMETERS if isinstance(params.get(k), str)}
-    return used | {token_column}
+    used = {params[k] for k in _COLUMN_PARAMETERS if isinstance(params.get(k), str)} | {token_column}
+    for entry in scorers:
+        column = (entry.get("config") or {}).get("column")
+        if is_clustering(entry) and _is_used(entry, used) and isinstance(column, str):
+            used.add(column)
+    return used
 
 
 def _is_used(entry: Mapping[str, Any], used: set[str]) -> bool:
