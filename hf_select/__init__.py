@@ -17,9 +17,12 @@ from .scorers import (  # noqa: E402
     SelectITScorer,
     TokenLengthScorer,
 )
+from .select import SELECTORS, Selector  # noqa: E402
 
 __all__ = [
     "SCORERS",
+    "SELECTORS",
+    "Selector",
     "BudgetError",
     "FormatError",
     "HFSelectError",

@@ -24,6 +24,7 @@ from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
 from . import embedded
 from .errors import InputError
+from .provenance import remember
 
 PROVENANCE_FILE = "hf_select.json"
 _BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -120,7 +121,9 @@ def load_pool(
     info["fingerprint"] = ds._fingerprint
     if previous.get("source"):  # a scored pool: keep where its rows originally came from
         info = {**previous["source"], "scored_copy": str(path)}
-    return LoadedPool(ds, info, list(previous.get("scorers", [])))
+    scorers = list(previous.get("scorers", []))
+    remember(ds, info, scorers)  # selectors read it from the pool: `Selector.fit(pool)`
+    return LoadedPool(ds, info, scorers)
 
 
 def _hub_revision(repo_id: str, revision: str | None) -> str | None:
