@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import yaml
 from huggingface_hub import DatasetCard
 
-from .card import CardContext, render_card, with_repo_id
+from .card import CONTEXT_FILE, CardContext, render_card, with_repo_id
 from .card.metadata import hub_configs, selection_configs, shard_pattern, with_license
 from .errors import InputError
 
@@ -48,16 +49,26 @@ class CardOptions:
 
 def read_ours(src: Path, options: CardOptions) -> str | None:
     """Our README.md for the push: rendered from the folder's context when it has one, else its own file."""
-    context = CardContext.load(src)
+    try:
+        context = CardContext.load(src)
+    except InputError as err:
+        raise InputError(f"{src / CONTEXT_FILE}: {err} (delete it to push README.md as it is)") from err
     if context is not None:
         if options.drop_columns:
             context = context.without_columns(options.drop_columns)
-        return str(
-            render_card(
+        try:
+            card = render_card(
                 context, repo_id=options.repo_id, with_scores=options.with_scores, license=options.license,
                 config_name=options.config_name, split=options.split,
-            )
-        )  # fmt: skip
+            )  # fmt: skip
+        except (jinja2.TemplateError, TypeError, KeyError, AttributeError, ValueError) as err:
+            if isinstance(err, InputError):  # the push's options (license, config name): the user's to fix
+                raise
+            raise InputError(
+                f"{src / CONTEXT_FILE} does not render a card ({type(err).__name__}: {err}); "
+                "delete it to push README.md as it is"
+            ) from err
+        return str(card)
     path = src / "README.md"
     if not path.is_file():
         return None

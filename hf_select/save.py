@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset
 
+from .card.context import CONTEXT_FILE
 from .record import SelectionRecord
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ def save_selection(
         )  # fmt: skip
         card.save(folder / "README.md")
         card.context.save(folder)  # `card.json`: what `push` renders the card from again, for its repo
+    else:  # an earlier save's context would describe another card
+        (folder / CONTEXT_FILE).unlink(missing_ok=True)
     return folder
 
 

@@ -501,6 +501,25 @@ def test_links_that_leave_the_folder_are_refused(fake_hub: FakeHub, tmp_path: Pa
     assert "card.json" not in files and "id_rsa" not in "".join(files)
 
 
+def test_a_broken_card_context_is_a_clean_error(fake_hub: FakeHub, tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    context = json.loads((folder / "card.json").read_text())
+    repo_id = fake_hub.new_repo_id("context")
+    fake_hub.clear_log()
+    for broken in ("{not json", json.dumps({**context, "stats": [{"column": "x"}]}), json.dumps({"schema_version": 1})):
+        (folder / "card.json").write_text(broken)
+        with pytest.raises(InputError, match="card.json"):
+            push_folder(folder, repo_id)
+    assert fake_hub.requests == []
+    # written again without a card: the stale context goes, and the folder's own README.md is pushed
+    sel = select.top_k(_pool(), "n_tokens", 10)
+    save_selection(sel.dataset, folder, sel.record, card=False)
+    (folder / "README.md").write_text("---\nlicense: mit\n---\n# By hand\n")
+    assert not (folder / "card.json").exists()
+    push_folder(folder, repo_id)
+    assert DatasetCard(fake_hub.files(repo_id)["README.md"].decode()).text.strip() == "# By hand"
+
+
 # ---------------------------------------------------------------------------------------------- push options
 def test_push_options_columns_scores_license_config_split(fake_hub: FakeHub, tmp_path: Path) -> None:
     folder = _folder(tmp_path)  # with scores/
@@ -533,6 +552,8 @@ def test_push_options_columns_scores_license_config_split(fake_hub: FakeHub, tmp
         push_folder(folder, repo_id, config_name="bad name")
     with pytest.raises(InputError, match="scores"):
         push_folder(folder, repo_id, config_name="scores")
+    with pytest.raises(InputError, match="timeout"):
+        push_folder(folder, repo_id, timeout=0)
 
 
 def test_cli_push_options_in_the_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

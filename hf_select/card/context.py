@@ -113,7 +113,10 @@ class CardContext:
         names = {f.name for f in dataclasses.fields(cls)}
         if set(data) - names:
             raise InputError(f"the card context has unknown fields {sorted(set(data) - names)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as err:  # a required field missing
+            raise InputError(f"the card context is incomplete: {err}") from err
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         path = Path(folder) / CONTEXT_FILE
