@@ -426,7 +426,7 @@ def test_the_card_shows_the_cli_chain_from_the_source(tmp_path: Path, tiny_token
     _, body = split_card((out / "README.md").read_text(encoding="utf-8"))
     _, blocks = scan(body)
     assert block(blocks, "bash").splitlines() == [shlex.join(["hf-select", *argv]) for argv in commands]
-    assert "With the command line, from the source dataset:" in body
+    assert "With the command line, from the source dataset (each command reads what the one before it wrote):" in body
     summary = "\n".join(scan(body)[0])
     assert "| Clustering | `kmeans`: 3 clusters of `embedding`, seed 0 |" in summary
     assert "Other score columns" not in summary  # `embedding` was used, by the clustering
