@@ -128,6 +128,24 @@ def _push_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--message", help="commit message (default: method, rows and budget of the selection)")
     p.add_argument("--token", help="Hub token (default: HF_TOKEN or the `hf auth login` cache)")
     p.add_argument("--dry-run", action="store_true", help="print the card and the files, send nothing")
+    p.add_argument("--timeout", type=float, help="seconds without an answer before a request is retried (default 120)")
+    p.add_argument(
+        "--drop-columns",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="COLUMN",
+        help="columns to leave out of the pushed data",
+    )
+    p.add_argument(
+        "--keep-scores",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="push the scored pool (scores/) when the folder has it (default: yes)",
+    )
+    p.add_argument("--license", help="the card's license (a Hub license id, e.g. apache-2.0; default: the source's)")
+    p.add_argument("--config-name", default="default", help="config name of the subset (default: default)")
+    p.add_argument("--split", default="train", help="split name of the subset and the scored pool (default: train)")
 
 
 def _demo_arguments(p: argparse.ArgumentParser) -> None:

@@ -200,8 +200,12 @@ def cmd_select(args: argparse.Namespace, command: str) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from .push import plan_folder, push_folder
 
+    options = {
+        "drop_columns": args.drop_columns, "keep_scores": args.keep_scores, "license": args.license,
+        "config_name": args.config_name, "split": args.split,
+    }  # fmt: skip
     if args.dry_run:
-        readme, files = plan_folder(args.folder, args.repo_id)
+        readme, files = plan_folder(args.folder, args.repo_id, **options)
         print(f"README.md (an existing repo's card is merged into it at push time):\n\n{readme}")
         print(f"Files for one commit to datasets/{args.repo_id} (plus deletion of stale shards in our config folders):")
         for path, size in files:
@@ -210,7 +214,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         return 0
     info = push_folder(
         args.folder, args.repo_id, private=args.private, token=args.token, revision=args.revision,
-        create_pr=args.create_pr, commit_message=args.message,
+        create_pr=args.create_pr, commit_message=args.message, timeout=args.timeout, **options,
     )  # fmt: skip
     print(f"Pushed {args.folder} to datasets/{args.repo_id}: {info.commit_url}")
     if info.pr_url:
