@@ -19,9 +19,6 @@ class RowError(HFSelectError):
         self.index = index
         super().__init__(reason if index is None else f"row {index}: {reason}")
 
-    def __reduce__(self) -> tuple[type, tuple[str, int | None]]:  # keeps the index across worker processes
-        return (type(self), (self.reason, self.index))
-
 
 class BudgetError(HFSelectError):
     """A budget is malformed or asks for more than can be selected."""

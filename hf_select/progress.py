@@ -69,7 +69,7 @@ def listen(fn: Callable[[Step], None]) -> Callable[[], None]:
     return lambda: _listeners.remove(fn)
 
 
-def _open_bar(desc: str) -> Any:
+def _open_bar(desc: str, position: int | None) -> Any:
     global _bar, _tokens, _started
     if _bar is not None and _bar.desc != desc:  # another scorer's bar
         finish()
@@ -77,18 +77,24 @@ def _open_bar(desc: str) -> Any:
         from tqdm.auto import tqdm
 
         total = os.environ.get(TOTAL_ENV)
-        _bar = tqdm(total=int(total) if total else None, desc=desc, unit="row", dynamic_ncols=True, leave=False)
+        _bar = tqdm(
+            total=int(total) if total else None, desc=desc, unit="row", dynamic_ncols=True, leave=False,
+            position=position, bar_format="{l_bar}{bar}| {n:,.0f}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+            if total else "{desc}: {n:,.0f} rows [{elapsed}{postfix}]",
+        )  # fmt: skip
         _tokens, _started = 0, time.perf_counter()
     return _bar
 
 
 @contextmanager
-def batch(rows: int, *, passes: int = 1, desc: str = "hf-select", show: bool | None = None) -> Iterator[None]:
+def batch(
+    rows: int, *, passes: int = 1, desc: str = "hf-select", show: bool | None = None, rank: int | None = None
+) -> Iterator[None]:
     """Scoring of one `map` batch of `rows` rows, whose sequences go through the engine in `passes` calls
-    (e.g. one per model); the bar ends the batch at exactly `rows` more rows."""
+    (e.g. one per model); the bar ends the batch at exactly `rows` more rows. Worker `rank` gets its own line."""
     global _current
     show = enabled() if show is None else show
-    bar = _open_bar(desc) if show else None
+    bar = _open_bar(f"{desc} [{rank}]" if rank is not None else desc, rank) if show else None
     start = bar.n if bar is not None else 0
     _current = _Batch(rows, max(1, passes), show)
     try:

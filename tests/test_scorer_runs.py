@@ -153,12 +153,27 @@ class SlowTokenLength(TokenLengthScorer):
 """
 
 
-def _run_script(tmp_path: Path, body: str, env: dict[str, str]) -> subprocess.Popen:
+def _run_script(tmp_path: Path, body: str, env: dict[str, str], args: list[str] = ()) -> subprocess.Popen:
     (tmp_path / "slow_scorer.py").write_text(SLOW_SCORER)
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(body))
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'tests'}", **env}
-    return subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    command = [sys.executable, str(script), *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _processes_running(script: Path) -> list[int]:
+    """Live processes whose command line runs `script` (forked children keep their parent's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if str(script).encode() in command and _alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
 
 
 def _wait_for(predicate, seconds: float = 60.0) -> bool:  # noqa: ANN001
@@ -181,17 +196,23 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="kill -9 of a process tree is a POSIX test")
-def test_workers_exit_when_the_main_process_is_killed(tmp_path: Path, tiny_tokenizer: str) -> None:
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kill -9 of a process tree, read from /proc")
+@pytest.mark.parametrize("how", ["plain", "scorer.map"])
+def test_workers_exit_when_the_main_process_is_killed(tmp_path: Path, tiny_tokenizer: str, how: str) -> None:
     log = tmp_path / "calls.log"
     body = f"""
+        import sys
         from datasets import Dataset
         from slow_scorer import SlowTokenLength
         from test_scorer_runs import _rows
         ds = Dataset.from_list(_rows(400))
-        ds.map(SlowTokenLength(tokenizer={tiny_tokenizer!r}), batched=True, batch_size=2, num_proc=2, with_rank=True)
+        scorer = SlowTokenLength(tokenizer={tiny_tokenizer!r})
+        if sys.argv[1:] == ["plain"]:
+            ds.map(scorer, batched=True, batch_size=2, num_proc=2, with_rank=True)
+        else:
+            scorer.map(ds, batch_size=2, num_proc=2)
     """
-    main = _run_script(tmp_path, body, {"SLOW_LOG": str(log), "SLOW_SECONDS": "0.5"})
+    main = _run_script(tmp_path, body, {"SLOW_LOG": str(log), "SLOW_SECONDS": "0.5"}, args=[how])
     try:
         assert _wait_for(lambda: log.exists() and len({line.split()[0] for line in log.read_text().splitlines()}) == 2)
         workers = {int(line.split()[0]) for line in log.read_text().splitlines()}
@@ -199,8 +220,12 @@ def test_workers_exit_when_the_main_process_is_killed(tmp_path: Path, tiny_token
         os.kill(main.pid, signal.SIGKILL)
         main.wait()
         assert _wait_for(lambda: not any(_alive(pid) for pid in workers), 15), "workers outlived their parent"
+        if how == "scorer.map":  # datasets' manager process (forked, none of our code runs in it) too
+            assert _wait_for(lambda: not _processes_running(tmp_path / "run.py"), 15), "a child outlived its parent"
     finally:
         main.kill()
+        for pid in _processes_running(tmp_path / "run.py"):  # plain ds.map: datasets' idle manager process
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="kill -9 is a POSIX test")

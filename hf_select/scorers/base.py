@@ -243,7 +243,8 @@ class Scorer(ABC):
         lifeline.exit_with_parent()
         resources = self.resources(rank)
         show = None if self.needs_device else False  # a model scorer's batch takes minutes; others seconds
-        with progress.batch(n_rows, passes=self.engine_passes, desc=f"hf-select {self.method}", show=show):
+        desc = f"{self.method} micro-batches"
+        with progress.batch(n_rows, passes=self.engine_passes, desc=desc, show=show, rank=rank):
             columns, errors = self.score(batch, resources)
         for name, values in columns.items():
             if len(values) != n_rows:

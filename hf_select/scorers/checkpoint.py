@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import progress
+from .. import lifeline, progress
 from ..errors import InputError
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def map_scorer(
         scorer.preload()
     workers = max(1, num_proc or 1)
     options = dict(batched=True, with_indices=True, with_rank=True, num_proc=num_proc, batch_size=batch_size)
-    with _progress_settings(show_progress, math.ceil(len(dataset) / workers)):
+    with _progress_settings(show_progress, math.ceil(len(dataset) / workers)), lifeline.children_exit_with_me():
         if not checkpoint_every or len(dataset) <= checkpoint_every:
             return dataset.map(scorer, **options, **kwargs)
         folder = checkpoint_folder(scorer, dataset, checkpoint_every, batch_size, checkpoint_dir)

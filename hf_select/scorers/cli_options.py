@@ -35,8 +35,21 @@ def scorer_options(cls: type[Scorer]) -> list[Option]:
 
 
 def add_scorer_flags(parser: argparse.ArgumentParser) -> None:
-    """Every scorer's fields as flags of `parser` (each once)."""
-    add_flags(parser, [option for cls in SCORERS.values() for option in scorer_options(cls)])
+    """Every scorer's fields as flags of `parser` (each once), each documented by its field's docstring and
+    the methods that take it."""
+    options = [(cls.method, option) for cls in SCORERS.values() for option in scorer_options(cls)]
+    add_flags(parser, [option for _, option in options])
+    takers: dict[str, list[str]] = {}
+    docs: dict[str, str] = {}
+    for method, option in options:
+        takers.setdefault(option.flags[0], []).append(method)
+        docs[option.flags[0]] = docs.get(option.flags[0]) or option.help
+    for action in parser._actions:  # add_flags adds bare flags; say what each is for
+        name = action.option_strings[0] if action.option_strings else None
+        if name in takers:
+            methods = "all methods" if len(takers[name]) == len(SCORERS) else ", ".join(sorted(takers[name]))
+            kind = next(o for _, o in options if o.flags[0] == name).describe_type().replace("tuple", "comma-separated")
+            action.help = f"{docs[name]} [{kind}; {methods}]".replace("%", "%%").strip()
 
 
 def _tuple_item(annotation: Any) -> type | None:

@@ -44,6 +44,8 @@ class CrossEntropyScorer(LMScorer):
     """
 
     shift: bool = True
+    """False reproduces the study's missing one-token shift (token t scored with the logits at t): only to
+    reproduce it."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -150,8 +150,11 @@ class EmbeddingScorer(_PromptAndResponse, LMScorer):
     """
 
     kind: Kind = "lm"
+    """`lm`: mean last hidden layer of a causal LM; `sentence-transformers`: that library's model."""
     text: TextName = "conversation"
+    """What is embedded: the whole `conversation`, or the `instruction` (the rendered prompt)."""
     normalize: bool = False
+    """Scale every vector to unit L2 norm."""
 
     method: ClassVar[str] = "embed"
     score_columns: ClassVar[tuple[str, ...]] = ()

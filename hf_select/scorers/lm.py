@@ -46,20 +46,29 @@ class LMScorer(Scorer):
     model: str
     """A local folder, a Hub model id, or `embedded:smollm2`."""
     revision: str | None = None
+    """Hub revision (branch, tag or commit) of the model and tokenizer."""
     tokenizer: str | None = None
     """Defaults to the model's own tokenizer."""
     template: TemplateName = "auto"
+    """How a conversation becomes text: `paper` (the study's `Human:`/`Assistant:` format), `chat` (the
+    tokenizer's chat template), `auto` (chat when there is one)."""
     turns: Literal["last", "all"] = "last"
+    """`last`: score the last assistant turn given the history; `all`: every assistant turn, in one sequence."""
     max_length: int = 4096
+    """Rows are cut to this many tokens, keeping the start of the response."""
     batch_tokens: int | None = None
     """Micro-batch budget: rows x padded length per forward pass. None: the engine's default for its device
     (32,768 on GPU; 4,096 on CPU, where larger batches fall out of cache and run slower)."""
     dtype: str = "auto"
     """`auto`: bfloat16 on GPU, float32 on CPU."""
     format: FormatName | None = None
+    """The dataset's conversation format; None: detected from its columns."""
     columns: tuple[str, ...] | None = None
+    """The columns that hold the conversation, for `format` (comma-separated on the command line)."""
     trust_remote_code: bool = False
+    """Run code that ships with the model or tokenizer (transformers' `trust_remote_code`)."""
     backend: Literal["local", "tgi", "vllm"] = "local"
+    """Where the model runs: `local` (this machine), `tgi` or `vllm` (an inference server at `endpoint`)."""
     endpoint: str | None = None
     """Server URL for `backend="tgi"` (text-generation-inference) or `"vllm"` (OpenAI-compatible vLLM)."""
     timeout: float = runtime(120.0)

@@ -90,8 +90,11 @@ class SelectITScorer(LMScorer):
 
     prompts: tuple[str, ...] = RATING_PROMPTS
     alpha: float = 0.2
+    """Sentence level: `S = mean / (1 + alpha * std)` over the K rating prompts."""
     extra_models: tuple[str, ...] = ()
+    """More models for the model-level score (comma-separated on the command line)."""
     model_weights: tuple[float, ...] | None = None
+    """One weight per model (the model, then extra_models); None: proportional to parameter counts."""
 
     method: ClassVar[str] = "selectit"
     score_columns: ClassVar[tuple[str, ...]] = ("selectit",)

@@ -30,10 +30,16 @@ class TokenLengthScorer(Scorer):
     tokenizer: str
     """A local folder, a Hub model id, or `embedded:smollm2`."""
     revision: str | None = None
+    """Hub revision (branch, tag or commit) of the model and tokenizer."""
     template: TemplateName = "auto"
+    """How a conversation becomes text: `paper` (the study's `Human:`/`Assistant:` format), `chat` (the
+    tokenizer's chat template), `auto` (chat when there is one)."""
     format: FormatName | None = None
+    """The dataset's conversation format; None: detected from its columns."""
     columns: tuple[str, ...] | None = None
+    """The columns that hold the conversation, for `format` (comma-separated on the command line)."""
     trust_remote_code: bool = False
+    """Run code that ships with the model or tokenizer (transformers' `trust_remote_code`)."""
 
     method: ClassVar[str] = "token-length"
     score_columns: ClassVar[tuple[str, ...]] = ("n_tokens_prompt", "n_tokens_response", "n_tokens")
