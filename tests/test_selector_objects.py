@@ -129,6 +129,8 @@ def test_a_bad_configuration_fails_when_the_selector_is_made() -> None:
         select.ZIP(budget=5, k1=2, k2=3)
     with pytest.raises(InputError, match="pick a split"):
         select.TopK(column="x", budget=1).fit({"train": Dataset.from_dict({"x": [1.0]})})  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="a streaming dataset must be scored and saved first"):
+        select.TopK(column="x", budget=1).fit(Dataset.from_dict({"x": [1.0]}).to_iterable_dataset())  # type: ignore[arg-type]
 
 
 def test_budget_errors_have_one_wording() -> None:

@@ -122,10 +122,12 @@ class Selector(ABC):
         """Select from `pool`. `source` and `scorers` default to the pool's provenance (recorded when it was
         loaded with `hf_select.pool.load_pool`, scored with `Scorer.map` or clustered with `KMeans.fit`)."""
         if not isinstance(pool, Dataset):
-            raise InputError(
-                f"{self.method} selects from a datasets.Dataset, got {type(pool).__name__}"
-                + (": pick a split first, e.g. pool['train']" if isinstance(pool, Mapping) else "")
-            )
+            hint = ""
+            if isinstance(pool, Mapping):
+                hint = ": pick a split first, e.g. pool['train']"
+            elif type(pool).__name__ == "IterableDataset":  # a selector needs every row's score at once
+                hint = ": a streaming dataset must be scored and saved first (score it, then load the saved pool)"
+            raise InputError(f"{self.method} selects from a datasets.Dataset, got {type(pool).__name__}{hint}")
         budget = self.requested_budget()
         tokens = token_values(pool, budget, self.token_column)
         picked = self.pick(pool, budget, tokens)
