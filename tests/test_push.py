@@ -564,6 +564,12 @@ def test_cli_push_options_in_the_dry_run(tmp_path: Path, capsys: pytest.CaptureF
     out = capsys.readouterr().out
     assert "license: mit" in out and "config_name: longest" in out and "path: data/test-*" in out
     assert "data/test-00000-of-00001.parquet" in out and "scores/" not in out and "card.json" not in out
+    pool = Dataset.from_dict({"id": ["row-a", "row-b"], "n_tokens": [1.0, 2.0]})
+    sel = select.top_k(pool, "n_tokens", 1)
+    with_ids = save_selection(sel.dataset, tmp_path / "ids", sel.record)
+    assert "(id row-b)" in (with_ids / "README.md").read_text()
+    readme, _ = plan_folder(with_ids, "me/longest", drop_columns=["id"])
+    assert "(id row-b)" not in readme and '"row-b"' not in readme  # a dropped id leaves the sample's title too
     assert "load_dataset('me/longest', 'longest', split='test')" in out
 
 

@@ -134,7 +134,8 @@ class CardContext:
         drop = set(columns)
         sample = self.sample
         if sample is not None and isinstance(sample.get("row"), dict):
-            sample = {**sample, "row": {k: v for k, v in sample["row"].items() if k not in drop}}
+            row = {k: v for k, v in sample["row"].items() if k not in drop}
+            sample = {"id": None if "id" in drop else sample.get("id"), "row": row}
         return dataclasses.replace(self, sample=sample, columns=[c for c in self.columns if c not in drop])
 
 
