@@ -1,4 +1,4 @@
-"""The `hf-select` command line: `score`, `cluster`, `select`, `push`, `methods`, `demo`.
+"""The `hf-select` command line: `score`, `cluster`, `select`, `push`, `compare`, `methods`, `demo`.
 
 Example:
     $ hf-select score data.jsonl --method token-length --tokenizer HuggingFaceTB/SmolLM2-135M-Instruct -o scored
@@ -20,6 +20,7 @@ from pathlib import Path
 from . import __version__, select
 from .card import fetch_source_card_data
 from .cluster import KMeans
+from .compare.options import add_arguments as add_compare_arguments
 from .conversation import detect_format
 from .demo import print_demo, run_demo
 from .errors import HFSelectError, InputError
@@ -116,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--message", help="commit message (default: method, rows and budget of the selection)")
     p.add_argument("--token", help="Hub token (default: HF_TOKEN or the `hf auth login` cache)")
     p.add_argument("--dry-run", action="store_true", help="print the card and the files, send nothing")
+
+    p = sub.add_parser("compare", help="does a selection beat random? fine-tune on it and its controls, evaluate, test")
+    add_compare_arguments(p)
 
     sub.add_parser("methods", help="list scorers and selectors with their parameters")
 
@@ -324,6 +328,12 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare.options import run
+
+    return run(args)
+
+
 def cmd_methods() -> int:
     print("Scorers (hf-select score --method NAME):")
     for name, cls in sorted(SCORERS.items()):
@@ -386,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_methods()
         if args.command == "push":
             return cmd_push(args)
+        if args.command == "compare":
+            return cmd_compare(args)
         result = run_demo(
             args.output, budget=args.budget, controls=args.controls, seed=args.seed, num_proc=args.num_proc,
             limit=args.limit, overwrite=args.overwrite, command=command,
