@@ -191,3 +191,44 @@ def test_cli_select_controls_then_compare_and_dry_run(
     assert "0 of 4 runs to train" in capsys.readouterr().out
     assert main(["compare", str(sel), "--controls", str(tmp_path), "--model", tiny_model]) == 2
     assert "neither a selection folder" in capsys.readouterr().err
+
+
+def test_compare_vs_random_example(tiny_model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "compare_vs_random.py"
+    spec = importlib.util.spec_from_file_location("compare_vs_random", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    argv = ["--rows", "40", "--budget", "8", "--controls", "2", "--heldout", "8", "--model", tiny_model]
+    argv += ["--max-length", "64", "-o", str(tmp_path / "demo")]
+    assert example.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "heldout/loss: not distinguishable from random" in printed  # 1 vs 2 scores: p >= 1/3 always
+    saved = json.loads((tmp_path / "demo" / "longest-8" / "compare" / "compare.json").read_text())
+    assert [c["name"] for c in saved["controls"]] == ["random seed 0", "random seed 1"]
+    means = {name: p["tokens"]["mean"] for name, p in saved["proxies"].items()}
+    assert saved["evals"][0]["rows"] == 8 and means["selection"] > max(means["random seed 0"], means["random seed 1"])
+    assert example.main(argv) == 2  # the output exists
+    assert example.main([*argv, "--overwrite"]) == 0
+    assert "| yes |" in capsys.readouterr().out  # the re-run reused the cached runs
+
+
+def test_lora_run_changes_only_the_attention_projections(tiny_model: str, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from hf_select.compare.train import run_fingerprint, train_run
+
+    subset = Dataset.from_list(rows("a", 0, 16))
+    lora = TrainSettings(model=tiny_model, epochs=1, learning_rate=1e-2, max_length=96, lora_r=4)
+    run = train_run(subset, lora, 0, tmp_path / "run")
+    assert not hasattr(run.model, "peft_config")  # merged: a plain model, saved and reloaded as one
+    base = AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()
+    tuned = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model").state_dict()
+    assert tuned.keys() == base.keys()
+    changed = {k for k in base if not torch.equal(base[k], tuned[k])}
+    assert changed and all(any(t in k for t in ("q_proj", "k_proj", "v_proj", "o_proj")) for k in changed)
+    full = TrainSettings(model=tiny_model, epochs=1, learning_rate=1e-2, max_length=96)
+    assert run_fingerprint(lora, 0, "x") != run_fingerprint(full, 0, "x")

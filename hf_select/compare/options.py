@@ -33,6 +33,9 @@ _HELP = {
     "batch_size": "per-device batch size",
     "gradient_accumulation": "gradient accumulation steps",
     "trust_remote_code": "allow the model's own code from the Hub",
+    "lora_r": "LoRA rank on q/k/v/o projections (needs peft); 0: full fine-tuning",
+    "lora_alpha": "LoRA alpha; 0: 4 x rank",
+    "lora_dropout": "LoRA dropout",
 }
 
 

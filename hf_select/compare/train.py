@@ -18,13 +18,14 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 from datasets import Dataset
 
+from ..errors import InputError
 from ..select.diverse_evol import SFTTrainStep
 
 SFT_VERSION = 1
@@ -46,13 +47,39 @@ class TrainSettings(SFTTrainStep):
     max_length: int = 1024
     epochs: float = 3.0
     learning_rate: float = 2e-5
+    lora_r: int = 0
+    """LoRA rank on the attention projections (`peft`, the `lora` extra); 0 fine-tunes every weight."""
+    lora_alpha: float = 0.0
+    """LoRA scale numerator; 0 means 4 x `lora_r` (the study's r=128, alpha=512 ratio)."""
+    lora_dropout: float = 0.1
 
     def describe(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k not in PER_RUN}
 
     def step(self, seed: int) -> SFTTrainStep:
         """The `SFTTrainStep` that trains with these settings and `seed` (a fresh model each call)."""
-        return SFTTrainStep(**self.describe(), seed=seed, restart=True)
+        own = {f.name for f in fields(SFTTrainStep)} - set(PER_RUN)
+        return SFTTrainStep(**{k: v for k, v in self.describe().items() if k in own}, seed=seed, restart=True)
+
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def with_lora(model: Any, settings: TrainSettings, seed: int) -> Any:
+    """`model` wrapped with seeded LoRA adapters on its attention projections (only they train)."""
+    import torch
+
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as err:
+        raise InputError("lora_r > 0 needs peft: pip install 'hf-select[lora]'") from err
+    torch.manual_seed(seed)
+    alpha = settings.lora_alpha or 4 * settings.lora_r
+    config = LoraConfig(
+        r=settings.lora_r, lora_alpha=alpha, lora_dropout=settings.lora_dropout, target_modules=LORA_TARGETS,
+        task_type="CAUSAL_LM",
+    )  # fmt: skip
+    return get_peft_model(model, config)
 
 
 def dataset_sha256(ds: Dataset) -> str:
@@ -87,7 +114,11 @@ def train_run(
     `model/` when `keep_model`) into `folder` atomically, so an interrupted run leaves nothing half-written."""
     step = settings.step(seed)
     start = time.perf_counter()
-    model = step(None, subset)
+    if settings.lora_r > 0:
+        step.restart = False  # train the adapted model it is given
+        model = step(with_lora(step.load_model(), settings, seed), subset).merge_and_unload()
+    else:
+        model = step(None, subset)
     seconds = time.perf_counter() - start
     tokenizer = step.load_tokenizer()
     info = {"seed": seed, "rows": len(subset), "seconds": round(seconds, 3), "metrics": step.last_metrics}
