@@ -232,3 +232,31 @@ def test_lora_run_changes_only_the_attention_projections(tiny_model: str, tmp_pa
     assert changed and all(any(t in k for t in ("q_proj", "k_proj", "v_proj", "o_proj")) for k in changed)
     full = TrainSettings(model=tiny_model, epochs=1, learning_rate=1e-2, max_length=96)
     assert run_fingerprint(lora, 0, "x") != run_fingerprint(full, 0, "x")
+
+
+def test_exact_match_eval_scores_what_the_model_generates(tiny_model: str, tmp_path: Path) -> None:
+    def qa(question: str, answer: str) -> dict:
+        return {"conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]}
+
+    selection = Dataset.from_list([qa(f"Name a city number {i}.", "Paris") for i in range(16)])
+    control = Dataset.from_list(rows("b", 0, 16))
+    questions = tmp_path / "qa.jsonl"
+    questions.write_text(
+        "".join(json.dumps({"prompt": f"Name a city number {i}.", "answer": "paris"}) + "\n" for i in (50, 51))
+    )
+    trained = TrainSettings(model=tiny_model, epochs=8, learning_rate=5e-3, max_length=64, warmup=0.0)
+    result = compare(
+        selection,
+        [control],
+        settings=trained,
+        evals=[f"exact:{questions}"],
+        cache_dir=tmp_path / "c",
+        log=lambda _: None,
+    )
+    (c,) = result.comparisons
+    assert c.metric == "exact:qa.jsonl/exact_match" and c.higher_is_better
+    assert c.selection == [1.0] and c.controls == [0.0]  # learnt to answer "Paris"; the poems did not teach it
+    with pytest.raises(InputError, match="needs string fields 'prompt' and 'answer'"):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"prompt": "x"}\n')
+        compare(selection, [control], settings=trained, evals=[f"exact:{bad}"], cache_dir=tmp_path / "c")

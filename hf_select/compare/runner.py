@@ -191,9 +191,9 @@ def compare(
     for i, control in enumerate(control_folders(controls)):
         loaded = load_subset(control, "")
         loaded.name = _control_name(loaded, i)
+        if loaded.name in {s.name for s in subsets}:  # e.g. seed 0 of two control folders
+            loaded.name += f" ({loaded.path})"
         subsets.append(loaded)
-    if len({s.name for s in subsets}) != len(subsets):
-        raise InputError(f"controls must be distinct subsets, got {[s.name for s in subsets[1:]]}")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     evaluations = build_evals(specs, settings, subsets, pool, heldout_seed)
     proxies = subset_proxies({s.name: s.dataset for s in subsets})
