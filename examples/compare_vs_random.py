@@ -4,7 +4,7 @@ fine-tune SmolLM2-135M-Instruct on each (tiny settings, CPU) and test the select
     python examples/compare_vs_random.py -o compare-demo
 
 Defaults: the first 2,000 rows of the embedded ShareGPT pool, token length by the SmolLM2 tokenizer,
-1 epoch at max length 128, the held-out response loss on 50 pool rows in no subset. Writes
+1 epoch at max length 64, the held-out response loss on 30 pool rows in no subset. Writes
 `OUT/longest-200/` (with `compare/report.md` and `compare/compare.json`) and `OUT/longest-200-controls/`,
 and prints the report. Runs are cached (`--cache-dir`, default `OUT/cache`): a re-run reuses them.
 """
@@ -32,9 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default=embedded.SMOLLM2, help="base model (and tokenizer for token length)")
     parser.add_argument("--budget", type=int, default=200)
     parser.add_argument("--controls", type=int, default=3)
-    parser.add_argument("--heldout", type=int, default=50, help="held-out pool rows to evaluate on")
+    parser.add_argument("--heldout", type=int, default=30, help="held-out pool rows to evaluate on")
     parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--cache-dir", help="default: OUT/cache")

@@ -47,9 +47,9 @@ def comparison_table(comparisons: list[MetricComparison]) -> str:
 
 def proxies_table(proxies: dict[str, dict[str, Any]]) -> str:
     lines = [
-        "| subset | rows | SFT tokens | response tokens | mean tokens/row | mean cosine distance | cluster coverage "
-        "| top source |",
-        "|---|---|---|---|---|---|---|---|",
+        "| subset | rows | SFT rows kept | SFT tokens | response tokens | mean tokens/row | mean cosine distance "
+        "| cluster coverage | top source |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, p in proxies.items():
         sft = p.get("sft", {})
@@ -57,7 +57,8 @@ def proxies_table(proxies: dict[str, dict[str, Any]]) -> str:
         sources = p.get("sources") or {}
         top = next(iter(sources.items()), None)
         cells = [
-            name, f"{p['rows']:,}", f"{sft['tokens']:,}" if sft else "-", f"{sft['response_tokens']:,}" if sft else "-",
+            name, f"{p['rows']:,}",
+            *((f"{sft[k]:,}" if sft else "-") for k in ("examples", "tokens", "response_tokens")),
             _g(tokens) if tokens is not None else (_g(sft["tokens"] / max(1, sft["examples"])) if sft else "-"),
             _g(p["mean_cosine_distance"]) if "mean_cosine_distance" in p else "-",
             f"{p['cluster_coverage']:.2f} of {p['clusters']}" if "cluster_coverage" in p else "-",
@@ -78,7 +79,7 @@ def render_report(result: Any, plots: dict[str, str] | None = None) -> str:
     out.append(
         f"Base model `{s['model']}` fine-tuned on the selection ({r.selection['rows']:,} rows) and on each of "
         f"{len(r.controls)} random controls of the same size, with the same settings and seeds {r.seeds}: "
-        f"{s['epochs']:g} epochs, lr {s['learning_rate']:g} ({s['lr_scheduler']}, warmup {s['warmup']:g}), "
+        f"epochs {s['epochs']:g}, lr {s['learning_rate']:g} ({s['lr_scheduler']}, warmup {s['warmup']:g}), "
         f"batch {s['batch_size']} x {s['gradient_accumulation']}, max length {s['max_length']}, "
         f"template {s['template']}."
     )
@@ -100,7 +101,11 @@ def render_report(result: Any, plots: dict[str, str] | None = None) -> str:
     out += ["", "## Evaluations", ""]
     for e in r.evals:
         out.append(f"- `{e['name']}`: {e['rows']:,} rows (fingerprint `{e['fingerprint']}`)")
-    out += ["", "## Cheap proxies (no training)", "", proxies_table(r.proxies)]
+    out += ["", "## Cheap proxies (no training)", "", proxies_table(r.proxies), ""]
+    out.append(
+        "SFT rows kept: rows with a response token within the max length (the others are not trained on); "
+        "tokens after that cut. Mean tokens/row: the `n_tokens` column where present."
+    )
     if not r.dry_run:
         out += [
             "",
