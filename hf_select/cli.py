@@ -1,4 +1,4 @@
-"""The `hf-select` command line: `score`, `cluster`, `select`, `push`, `methods`, `demo`.
+"""The `hf-select` command line: `score`, `cluster`, `select`, `push`, `compare`, `methods`, `demo`.
 
 Example:
     $ hf-select score data.jsonl --method token-length --tokenizer HuggingFaceTB/SmolLM2-135M-Instruct -o scored
@@ -148,6 +148,12 @@ def _push_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="train", help="split name of the subset and the scored pool (default: train)")
 
 
+def _compare_arguments(p: argparse.ArgumentParser) -> None:
+    from .compare.options import add_arguments
+
+    add_arguments(p)
+
+
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default="hf-select-demo")
     p.add_argument("--budget", type=int, help="rows to select (default 1000; with --limit, a tenth of the rows)")
@@ -175,6 +181,10 @@ def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
         description="Select a subset with --method M; `hf-select select --method M --help` lists M's options.",
     )  # fmt: skip
     sub.add_lazy("push", _push_arguments, help="publish a selection folder to a Hub dataset repo in one commit")
+    sub.add_lazy(
+        "compare", _compare_arguments,
+        help="does a selection beat random? fine-tune on it and its controls, evaluate, test",
+    )  # fmt: skip
     sub.add_parser("methods", help="list scorers and selectors with their parameters")
     sub.add_lazy("demo", _demo_arguments, help="the embedded default: longest 1,000 ShareGPT rows vs 5 random controls")
     if not lazy:
@@ -213,6 +223,10 @@ def _run(args: argparse.Namespace, command: str) -> int:
         return commands.cmd_methods()
     if args.command == "push":
         return commands.cmd_push(args)
+    if args.command == "compare":
+        from .compare.options import run
+
+        return run(args)
     from .demo import print_demo, run_demo
 
     result = run_demo(

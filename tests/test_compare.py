@@ -1,0 +1,262 @@
+"""`hf-select compare`: the statistics against hand numbers and scipy, the proxies, and the whole pipeline
+(fine-tune, evaluate, test, report, cache) on the tiny model: a planted effect is detected, identical
+subsets are not."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import Dataset
+from scipy.stats import mannwhitneyu
+
+from hf_select import InputError
+from hf_select.cli import main
+from hf_select.compare import TrainSettings, compare, compare_scores
+from hf_select.compare.evals import parse_evals
+from hf_select.compare.stats import bootstrap_interval, min_p_value
+
+# ---------------------------------------------------------------------------------------------------
+# statistics
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_one_selection_best_of_five_controls_gives_one_sixth_which_is_the_floor() -> None:
+    c = compare_scores("acc", [0.9], [0.1, 0.2, 0.3, 0.4, 0.5], higher_is_better=True)
+    assert c.u_statistic == 5 and c.p_value == pytest.approx(1 / 6)
+    assert c.min_p_value == pytest.approx(1 / 6) and not c.beats_random
+    assert "no p below 0.167 is possible" in c.verdict
+
+
+def test_hand_computed_u_and_exact_p() -> None:
+    # pairs where the selection is higher: 3>1, 3>2, 5>1, 5>2, 5>4 -> U = 5; of the C(5,2) = 10 equally likely
+    # rank arrangements, U >= 5 happens for {4,5} and {3,5} ranks -> p = 2/10.
+    c = compare_scores("acc", [3.0, 5.0], [1.0, 2.0, 4.0], higher_is_better=True)
+    assert c.u_statistic == 5 and c.p_value == pytest.approx(0.2)
+    # lower is better: the same numbers mirrored give the same p
+    d = compare_scores("loss", [-3.0, -5.0], [-1.0, -2.0, -4.0], higher_is_better=False)
+    assert d.p_value == pytest.approx(0.2) and d.difference == pytest.approx(c.difference)
+
+
+@pytest.mark.parametrize(
+    ("sel", "ctl", "higher"),
+    [([2.1, 2.5, 1.9], [1.0, 1.5, 2.0, 2.2, 0.7, 1.1], True), ([1.0, 1.0], [1.0, 2.0, 1.0, 3.0], False)],
+)
+def test_matches_scipy_including_ties(sel: list[float], ctl: list[float], higher: bool) -> None:
+    c = compare_scores("m", sel, ctl, higher_is_better=higher)
+    ref = mannwhitneyu(sel, ctl, alternative="greater" if higher else "less")
+    assert c.p_value == pytest.approx(ref.pvalue) and c.u_statistic == pytest.approx(ref.statistic)
+
+
+def test_min_p_and_planted_and_identical_verdicts() -> None:
+    assert min_p_value(1, 19) == pytest.approx(0.05) and min_p_value(2, 10) == pytest.approx(1 / 66)
+    beat = compare_scores("loss", [1.0, 1.1], [2.0 + i / 10 for i in range(10)], higher_is_better=False)
+    assert beat.beats_random and beat.verdict == f"loss: beats random at p = {beat.p_value:.3g}"
+    same = compare_scores("loss", [2.0], [2.0, 2.0, 2.0], higher_is_better=False)
+    assert not same.beats_random and same.p_value == 1.0 and same.interval == (0.0, 0.0)
+
+
+def test_bootstrap_interval_brackets_the_difference_and_is_seeded() -> None:
+    sel, ctl = [5.0], [1.0, 2.0, 3.0, 4.0]
+    low, high = bootstrap_interval(sel, ctl, seed=3)
+    assert low < 5.0 - np.mean(ctl) < high and low >= 5.0 - 4.0 and high <= 5.0 - 1.0
+    assert (low, high) == bootstrap_interval(sel, ctl, seed=3)
+    c = compare_scores("loss", [0.5], [1.0, 2.0], higher_is_better=False)
+    assert c.interval[0] > 0 and c.difference == pytest.approx(1.0)  # oriented: positive is better
+
+
+def test_bad_scores_and_specs_are_input_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="finite"):
+        compare_scores("m", [math.nan], [1.0], higher_is_better=True)
+    with pytest.raises(InputError, match="unknown kind 'bleu'"):
+        parse_evals(["bleu:x"])
+    with pytest.raises(InputError, match="existing local file"):
+        parse_evals([f"exact:{tmp_path / 'missing.jsonl'}"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# the pipeline on the tiny model
+# ---------------------------------------------------------------------------------------------------
+
+A_ANSWER = "The sum is {s}. Adding numbers is easy: count one by one."
+B_ANSWER = "Poems about the sea rhyme light with night and shore with more, my friend."
+
+
+def rows(kind: str, start: int, n: int) -> list[dict]:
+    out = []
+    for i in range(start, start + n):
+        if kind == "a":
+            q, a = f"What is {i} plus {i + 1}?", A_ANSWER.format(s=2 * i + 1)
+        else:
+            q, a = f"Write a short poem number {i} about the sea.", B_ANSWER
+        out.append({"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}], "source": kind})
+    return out
+
+
+def settings(model: str) -> TrainSettings:
+    return TrainSettings(model=model, epochs=2, learning_rate=3e-3, max_length=96, batch_size=8, warmup=0.0)
+
+
+def test_planted_effect_is_detected_and_reruns_reuse_the_cache(tiny_model: str, tmp_path: Path) -> None:
+    selection = Dataset.from_list(rows("a", 0, 16))
+    controls = [Dataset.from_list(rows("b", 100 * k, 16)) for k in range(1, 4)]
+    eval_file = tmp_path / "a-heldout.jsonl"
+    eval_file.write_text("".join(json.dumps(r) + "\n" for r in rows("a", 500, 12)))
+    kw = {"settings": settings(tiny_model), "evals": [f"loss:{eval_file}"], "seeds": [0, 1]}
+    cache, out = tmp_path / "cache", tmp_path / "report"
+    result = compare(selection, controls, cache_dir=cache, output=out, **kw)
+    (c,) = result.comparisons
+    assert c.metric == "loss:a-heldout.jsonl/loss" and len(c.selection) == 2 and len(c.controls) == 6
+    assert max(c.selection) < min(c.controls)  # trained on the eval's distribution: lower loss
+    assert c.beats_random and c.p_value == pytest.approx(1 / 28)  # 2 vs 6 scores, none tied: the exact floor
+    assert [r["cached"] for r in result.runs] == [False] * 8
+    saved = json.loads((out / "compare.json").read_text())
+    assert saved["comparisons"][0]["p_value"] == pytest.approx(c.p_value)
+    report = (out / "report.md").read_text()
+    assert (
+        "beats random at p = 0.0357" in report and (out / "assets" / "compare-loss-a-heldout-jsonl-loss.png").is_file()
+    )
+    assert saved["proxies"]["selection"]["sources"] == {"a": 1.0} and "control 0" in saved["proxies"]
+
+    again = compare(selection, controls, cache_dir=cache, output=out, **kw)
+    assert [r["cached"] for r in again.runs] == [True] * 8
+    assert again.comparisons[0].selection == c.selection and again.comparisons[0].controls == c.controls
+
+
+def test_identical_subsets_are_not_distinguishable(tiny_model: str, tmp_path: Path) -> None:
+    subset = Dataset.from_list(rows("a", 0, 8) + rows("b", 0, 8))
+    pool = Dataset.from_list(rows("a", 0, 40) + rows("b", 0, 40))
+    result = compare(
+        subset, [subset, subset, subset], settings=settings(tiny_model), evals=["heldout:16"], pool=pool,
+        cache_dir=tmp_path / "cache", log=lambda _: None,
+    )  # fmt: skip
+    (c,) = result.comparisons
+    assert len(set(c.selection + c.controls)) == 1 and c.p_value == 1.0 and not c.beats_random
+    assert "not distinguishable from random" in c.verdict
+    assert [r["cached"] for r in result.runs] == [False, True, True, True]  # one fingerprint: trained once
+    assert result.evals[0]["rows"] == 16
+
+
+def test_heldout_rows_are_in_no_subset(tiny_model: str, tmp_path: Path) -> None:
+    from hf_select.compare.runner import heldout_slice, load_subset
+
+    pool = Dataset.from_list(rows("a", 0, 30))
+    subsets = [load_subset(pool.select(range(0, 10)), "s"), load_subset(pool.select(range(10, 25)), "c")]
+    held = heldout_slice(pool, subsets, 100, seed=0)
+    assert sorted(r[0]["value"] for r in held["conversations"]) == sorted(
+        r[0]["value"] for r in pool.select(range(25, 30))["conversations"]
+    )
+    with pytest.raises(InputError, match="nothing is left"):
+        heldout_slice(pool, [load_subset(pool, "all")], 5, seed=0)
+
+
+def test_cli_select_controls_then_compare_and_dry_run(
+    tiny_model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pool_file = tmp_path / "pool.jsonl"
+    pool_file.write_text("".join(json.dumps(r) + "\n" for r in rows("a", 0, 30) + rows("b", 0, 30)))
+    scored = tmp_path / "scored"
+    assert (
+        main(["score", str(pool_file), "--method", "token-length", "--tokenizer", tiny_model, "-o", str(scored)]) == 0
+    )
+    sel = tmp_path / "longest"
+    argv = ["select", str(scored), "--method", "top-k", "--column", "n_tokens", "--budget", "12", "--controls", "3"]
+    assert main([*argv, "-o", str(sel)]) == 0
+    common = [
+        "--controls",
+        f"{sel}-controls",
+        "--model",
+        tiny_model,
+        "--eval",
+        "heldout:12",
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
+    train = ["--epochs", "1", "--learning-rate", "0.003", "--max-length", "96"]
+    capsys.readouterr()
+    assert main(["compare", str(sel), *common, *train, "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert "**Dry run**: 3 of 4 runs to train" not in dry and "4 of 4 runs to train" in dry and "GPU hours" in dry
+    assert not (tmp_path / "c" / "runs").exists()
+    assert main(["compare", str(sel), *common, *train]) == 0
+    out = capsys.readouterr().out
+    assert "heldout/loss" in out and "## Cheap proxies (no training)" in out
+    saved = json.loads((sel / "compare" / "compare.json").read_text())
+    assert [c["name"] for c in saved["controls"]] == ["random seed 0", "random seed 1", "random seed 2"]
+    assert saved["settings"]["learning_rate"] == 0.003 and saved["estimate"]["runs_to_train"] == 4
+    assert main(["compare", str(sel), *common, *train, "--dry-run"]) == 0
+    assert "0 of 4 runs to train" in capsys.readouterr().out
+    assert main(["compare", str(sel), "--controls", str(tmp_path), "--model", tiny_model]) == 2
+    assert "neither a selection folder" in capsys.readouterr().err
+
+
+def test_compare_vs_random_example(tiny_model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "compare_vs_random.py"
+    spec = importlib.util.spec_from_file_location("compare_vs_random", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    argv = ["--rows", "40", "--budget", "8", "--controls", "2", "--heldout", "8", "--model", tiny_model]
+    argv += ["--max-length", "64", "-o", str(tmp_path / "demo")]
+    assert example.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "heldout/loss: not distinguishable from random" in printed  # 1 vs 2 scores: p >= 1/3 always
+    saved = json.loads((tmp_path / "demo" / "longest-8" / "compare" / "compare.json").read_text())
+    assert [c["name"] for c in saved["controls"]] == ["random seed 0", "random seed 1"]
+    means = {name: p["tokens"]["mean"] for name, p in saved["proxies"].items()}
+    assert saved["evals"][0]["rows"] == 8 and means["selection"] > max(means["random seed 0"], means["random seed 1"])
+    assert example.main(argv) == 2  # the output exists
+    assert example.main([*argv, "--overwrite"]) == 0
+    assert "| yes |" in capsys.readouterr().out  # the re-run reused the cached runs
+
+
+def test_lora_run_changes_only_the_attention_projections(tiny_model: str, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from hf_select.compare.train import run_fingerprint, train_run
+
+    subset = Dataset.from_list(rows("a", 0, 16))
+    lora = TrainSettings(model=tiny_model, epochs=1, learning_rate=1e-2, max_length=96, lora_r=4)
+    run = train_run(subset, lora, 0, tmp_path / "run")
+    assert not hasattr(run.model, "peft_config")  # merged: a plain model, saved and reloaded as one
+    base = AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()
+    tuned = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model").state_dict()
+    assert tuned.keys() == base.keys()
+    changed = {k for k in base if not torch.equal(base[k], tuned[k])}
+    assert changed and all(any(t in k for t in ("q_proj", "k_proj", "v_proj", "o_proj")) for k in changed)
+    full = TrainSettings(model=tiny_model, epochs=1, learning_rate=1e-2, max_length=96)
+    assert run_fingerprint(lora, 0, "x") != run_fingerprint(full, 0, "x")
+
+
+def test_exact_match_eval_scores_what_the_model_generates(tiny_model: str, tmp_path: Path) -> None:
+    def qa(question: str, answer: str) -> dict:
+        return {"conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]}
+
+    selection = Dataset.from_list([qa(f"Name a city number {i}.", "Paris") for i in range(16)])
+    control = Dataset.from_list(rows("b", 0, 16))
+    questions = tmp_path / "qa.jsonl"
+    questions.write_text(
+        "".join(json.dumps({"prompt": f"Name a city number {i}.", "answer": "paris"}) + "\n" for i in (50, 51))
+    )
+    trained = TrainSettings(model=tiny_model, epochs=8, learning_rate=5e-3, max_length=64, warmup=0.0)
+    result = compare(
+        selection,
+        [control],
+        settings=trained,
+        evals=[f"exact:{questions}"],
+        cache_dir=tmp_path / "c",
+        log=lambda _: None,
+    )
+    (c,) = result.comparisons
+    assert c.metric == "exact:qa.jsonl/exact_match" and c.higher_is_better
+    assert c.selection == [1.0] and c.controls == [0.0]  # learnt to answer "Paris"; the poems did not teach it
+    with pytest.raises(InputError, match="needs string fields 'prompt' and 'answer'"):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"prompt": "x"}\n')
+        compare(selection, [control], settings=trained, evals=[f"exact:{bad}"], cache_dir=tmp_path / "c")
