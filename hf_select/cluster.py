@@ -46,7 +46,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -54,9 +54,13 @@ import pyarrow.compute as pc
 from datasets import Dataset
 
 from .errors import InputError
-from .select.budget import Budget
-from .select.selection import TOKEN_COLUMN, Selection
-from .select.within_clusters import within_clusters
+
+if TYPE_CHECKING:  # the select package imports this module: importing it here first would be a cycle
+    from .select.budget import Budget
+    from .select.selection import Selection
+
+TOKEN_COLUMN = "n_tokens"
+"""`select.selection.TOKEN_COLUMN`, the default token column (not imported from there: see above)."""
 
 _ROWS_PER_BLOCK = 65_536  # rows per block when checking, compacting or measuring distances
 
@@ -320,6 +324,8 @@ def centroids(
         >>> centroids(ds, 3).indices.tolist()
         [1, 2, 4]
     """
+    from .select.within_clusters import within_clusters
+
     selection = within_clusters(
         pool, cluster_column, distance_column, budget, largest=False, token_column=token_column, source=source,
         scorers=scorers,
@@ -356,6 +362,8 @@ def kmeans_select(
     Example:
         >>> sel = kmeans_select(scored, "embedding", 1000, n_clusters=100, score_column="n_tokens")  # doctest: +SKIP
     """
+    from .select.within_clusters import within_clusters
+
     km = KMeans(n_clusters=n_clusters, column=column, seed=seed, niter=niter, spherical=spherical)
     clustered = km.fit(pool)
     common = {"token_column": token_column, "source": source, "scorers": scorers}

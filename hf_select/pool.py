@@ -62,7 +62,7 @@ def as_dataset(ds: Any, split: str | None = None, *, where: str = "the dataset")
     Example:
         >>> from datasets import Dataset, DatasetDict
         >>> dd = DatasetDict({"train": Dataset.from_dict({"x": [1, 2]}), "test": Dataset.from_dict({"x": [3]})})
-        >>> as_dataset(dd, "test")["x"]
+        >>> list(as_dataset(dd, "test")["x"])
         [3]
         >>> as_dataset(DatasetDict({"a": dd["train"], "b": dd["test"]}))
         Traceback (most recent call last):
