@@ -37,6 +37,8 @@ _quiet_ctrl_c_in_cli_workers()
 # public name -> the submodule that defines it (a name equal to its module is the submodule itself)
 _LAZY: dict[str, str] = {
     "select": "select",
+    "SELECTORS": "select",
+    "Selector": "select",
     "build_card": "card",
     "BudgetError": "errors",
     "FormatError": "errors",
@@ -62,6 +64,8 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "SCORERS",
+    "SELECTORS",
+    "Selector",
     "BudgetError",
     "CrossEntropyScorer",
     "EmbeddingScorer",
@@ -83,6 +87,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from . import select
+    from .select import SELECTORS, Selector
     from .card import build_card
     from .errors import BudgetError, FormatError, HFSelectError, InputError, RowError
     from .record import SelectionRecord

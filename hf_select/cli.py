@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import os
 import shlex
 import signal
@@ -24,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import CLI_PID_VARIABLE, __version__
 from .errors import HFSelectError, InputError
+from .options import Option, add_flags, add_options, build, field_options, given
 
 if TYPE_CHECKING:
+    from . import select
     from .scorers import Scorer
 
 # Everything that imports `datasets`, torch or the scorers is imported inside the command that needs it,
@@ -123,31 +124,13 @@ def _select_arguments(p: argparse.ArgumentParser) -> None:
     from . import select
 
     _add_input(p)
-    p.add_argument("--method", required=True, choices=sorted(select.SELECTORS))
-    p.add_argument("--column", help="score column (top-k, threshold, within-clusters)")
-    p.add_argument("--budget", help="count (1000), fraction (0.01, 1%%) or tokens ('5M tokens')")
-    p.add_argument("--smallest", action="store_true", help="keep the smallest scores instead of the largest")
-    p.add_argument("--min-value", type=float)
-    p.add_argument("--max-value", type=float)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cluster-column", default="cluster")
-    p.add_argument("--token-column", default="n_tokens")
+    p.add_argument("-h", "--help", action="store_true", help="show this help (with --method: that method's options)")
+    p.add_argument("--method", choices=sorted(n for n, c in select.SELECTORS.items() if c.cli))
     p.add_argument("--controls", type=int, default=0, help="also write N random controls of the same size")
     p.add_argument("--with-scores", action="store_true", help="also write the whole scored pool under scores/")
-    p.add_argument("--keep-above-one", action="store_true", help="ifd: keep rows with IFD > 1 too")
-    p.add_argument("--k1", type=int, default=10_000, help="zip: stage-1 candidates per round")
-    p.add_argument("--k2", type=int, default=200, help="zip: stage-2 survivors per round")
-    p.add_argument("--k3", type=int, default=100, help="zip: picks per round")
-    p.add_argument("--zip-text", choices=["rendered", "repr"], default="rendered", help="zip: what is compressed")
-    p.add_argument("--zip-level", type=int, default=9, help="zip: zlib level")
-    p.add_argument("--workers", type=int, help="zip: worker processes (default: the cores)")
-    p.add_argument("--init", help="kcenter: number of random start rows, or comma-separated pool indices")
-    p.add_argument("--kcenter-mode", choices=["greedy", "one-shot"], default="greedy")
-    p.add_argument("--device", help="kcenter: torch device (default: cuda when available)")
-    p.add_argument("--n-clusters", type=int, help="kmeans: number of clusters")
-    p.add_argument("--score-column", help="kmeans: fill each cluster's quota by this score (default: centroid)")
-    p.add_argument("--niter", type=int, default=20, help="kmeans: iterations")
-    p.add_argument("--spherical", action="store_true", help="kmeans: cosine clusters (normalised embeddings)")
+    add_flags(
+        p.add_argument_group("method options (each method takes its own: see --method M --help)"), selector_options()
+    )
 
 
 def _push_arguments(p: argparse.ArgumentParser) -> None:
@@ -183,7 +166,10 @@ def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
         "cluster", _cluster_arguments,
         help="k-means an embedding column: adds `cluster` and `cluster_distance` columns for `select`",
     )  # fmt: skip
-    sub.add_lazy("select", _select_arguments, help="select a subset of a scored dataset by a budget")
+    sub.add_lazy(
+        "select", _select_arguments, help="select a subset of a scored dataset by a budget", add_help=False,
+        description="Select a subset with --method M; `hf-select select --method M --help` lists M's options.",
+    )  # fmt: skip
     sub.add_lazy("push", _push_arguments, help="publish a selection folder to a Hub dataset repo in one commit")
     sub.add_parser("methods", help="list scorers and selectors with their parameters")
     sub.add_lazy("demo", _demo_arguments, help="the embedded default: longest 1,000 ShareGPT rows vs 5 random controls")
@@ -306,6 +292,41 @@ def cmd_cluster(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def selector_options() -> list[Option]:
+    """Every option of every selector the CLI offers (`select` parses them all, then keeps the method's)."""
+    from . import select
+
+    return [option for cls in select.SELECTORS.values() if cls.cli for option in field_options(cls)]
+
+
+def method_help(method: str) -> str:
+    """`hf-select select --method M --help`: the method's sentence and each of its options."""
+    from . import select
+
+    cls = select.SELECTORS[method]
+    parser = argparse.ArgumentParser(
+        prog=f"hf-select select INPUT --method {method}", description=summary(cls), add_help=False
+    )
+    add_options(parser.add_argument_group(f"{method} options"), field_options(cls))
+    return parser.format_help()
+
+
+def build_selector(args: argparse.Namespace) -> select.Selector:
+    """The selector named by `--method`, from the options given: an option of another method is refused,
+    naming the ones this method takes."""
+    from . import select
+
+    if not args.method:
+        raise InputError("select needs --method (see `hf-select methods`)")
+    cls = select.SELECTORS[args.method]
+    own = field_options(cls)
+    values, foreign = given(args, own)
+    if foreign:
+        valid = ", ".join(" / ".join(option.flags) for option in own)
+        raise InputError(f"--method {args.method} does not take {', '.join(foreign)}; it takes {valid}")
+    return build(cls, values)
+
+
 def cmd_select(args: argparse.Namespace, command: str) -> int:
     from . import select
     from .card import fetch_source_card_data
@@ -314,75 +335,32 @@ def cmd_select(args: argparse.Namespace, command: str) -> int:
     from .select import Budget
     from .summary import describe, table
 
+    selector = build_selector(args)  # every option checked before anything is read
     out = prepare_output(args.output, [args.input], overwrite=args.overwrite)
     controls_out = Path(f"{out}-controls")
     if args.controls:
         prepare_output(controls_out, [args.input], overwrite=args.overwrite)
-    pool, source, scorers = load_pool(
+    pool = load_pool(
         args.input, split=args.split, revision=args.data_revision, config=args.data_config, limit=args.limit
-    )
-    common: dict[str, Any] = {"token_column": args.token_column, "source": source, "scorers": scorers}
-    needs_column = args.method in ("top-k", "threshold", "within-clusters", "kcenter", "kmeans")
-    if needs_column and not args.column:
-        raise InputError(f"--method {args.method} needs --column")
-    if args.method != "threshold" and not args.budget:
-        raise InputError(f"--method {args.method} needs --budget")
-    budget = Budget.parse(args.budget) if args.budget else None
-    if args.method == "top-k":
-        sel = select.top_k(
-            pool, args.column, budget, largest=not args.smallest, min_value=args.min_value,
-            max_value=args.max_value, **common,
-        )  # fmt: skip
-    elif args.method == "threshold":
-        sel = select.threshold(pool, args.column, min_value=args.min_value, max_value=args.max_value, **common)
-    elif args.method == "random":
-        sel = select.random(pool, budget, seed=args.seed, column=args.column, **common)
-    elif args.method == "ifd":
-        args.column = args.column or "ifd"
-        sel = select.ifd_top_k(pool, budget, column=args.column, keep_above_one=args.keep_above_one, **common)
-    elif args.method == "within-clusters":
-        sel = select.within_clusters(
-            pool, args.cluster_column, args.column, budget, largest=not args.smallest, **common
-        )
-    elif args.method == "zip":
-        sel = select.zip_select(
-            pool, budget, k1=args.k1, k2=args.k2, k3=args.k3, text=args.zip_text, level=args.zip_level,
-            workers=args.workers, **common,
-        )  # fmt: skip
-    elif args.method == "kmeans":
-        if not args.n_clusters:
-            raise InputError("--method kmeans needs --n-clusters")
-        sel = select.kmeans_select(
-            pool, args.column, budget, n_clusters=args.n_clusters, score_column=args.score_column,
-            largest=not args.smallest, seed=args.seed, niter=args.niter, spherical=args.spherical, **common,
-        )  # fmt: skip
-    elif args.method == "centroid":
-        distance = args.column or "cluster_distance"
-        sel = select.centroids(pool, budget, cluster_column=args.cluster_column, distance_column=distance, **common)
-    else:
-        init = [int(x) for x in args.init.split(",")] if args.init and "," in args.init else args.init
-        sel = select.kcenter_greedy(
-            pool, args.column, budget, init=int(init) if isinstance(init, str) else init, seed=args.seed,
-            mode=args.kcenter_mode, device=args.device, **common,
-        )  # fmt: skip
+    ).dataset
+    sel = selector.fit(pool)  # source and scorers: the pool's provenance
     sel.record.command = command
     controls = []
     if args.controls:
+        budget = selector.requested_budget()
         same_size = Budget("tokens", budget.value) if budget is not None and budget.kind == "tokens" else len(sel)
-        scalar = args.column if args.method in ("top-k", "ifd", "threshold", "within-clusters") else None
         controls = select.random_controls(
-            pool, same_size, n_controls=args.controls, seed=args.seed, column=scalar, **common
-        )
-    card = {"pool": pool, "source_card_data": fetch_source_card_data(source), "token_column": args.token_column}
+            pool, same_size, n_controls=args.controls, seed=getattr(selector, "seed", 0),
+            column=selector.scored_column(), token_column=selector.token_column,
+        )  # fmt: skip
+    token_column = selector.token_column
+    card = {"pool": pool, "source_card_data": fetch_source_card_data(sel.record.source), "token_column": token_column}
     with staged_output(out, [args.input], overwrite=args.overwrite) as folder:
         save_selection(
             sel.dataset, folder, sel.record, scores=pool if args.with_scores else None,
             random_baseline=controls[0] if controls else None, **card,
         )  # fmt: skip
-    summaries = {
-        "pool": describe(pool, args.token_column),
-        args.method: describe(sel.dataset, args.token_column),
-    }
+    summaries = {"pool": describe(pool, token_column), args.method: describe(sel.dataset, token_column)}
     written = {args.method: out}
     if controls:
         with staged_output(controls_out, [args.input], overwrite=args.overwrite) as folder:
@@ -391,7 +369,7 @@ def cmd_select(args: argparse.Namespace, command: str) -> int:
                 control.record.command = command
                 save_selection(control.dataset, folder / seed_folder, control.record, **card)
                 written[name] = controls_out / seed_folder
-                summaries[name] = describe(control.dataset, args.token_column)
+                summaries[name] = describe(control.dataset, token_column)
     print(table(summaries))
     print("\nFiles written:")
     for name, path in written.items():
@@ -432,14 +410,14 @@ def cmd_methods() -> int:
         for field in dataclasses.fields(cls):
             default = "required" if field.default is dataclasses.MISSING else f"default {field.default!r}"
             print(f"    {field.name}: {field.type} ({default})")
-    print("\nSelectors (hf-select select --method NAME):")
-    for name, fn in select.SELECTORS.items():
-        print(f"  {name}: {(fn.__doc__ or '').strip().splitlines()[0]}")
-        for param in list(inspect.signature(fn).parameters.values())[1:]:
-            if param.name in ("source", "scorers"):
-                continue
-            default = "required" if param.default is inspect.Parameter.empty else f"default {param.default!r}"
-            print(f"    {param.name}: {param.annotation} ({default})")
+    print("\nSelectors (hf-select select INPUT --method NAME; --method NAME --help for its options):")
+    for name, cls in sorted(select.SELECTORS.items()):
+        python_only = "" if cls.cli else f" (Python only: hf_select.select.{cls.__name__})"
+        print(f"  {name}: {summary(cls)}{python_only}")
+        for option in field_options(cls):
+            required = ", required" if option.required else f", default {option.default!r}"
+            name = " / ".join(option.flags) if cls.cli else f"{option.name}="
+            print(f"    {name} ({option.describe_type()}{required}): {option.help}")
     print("\nClustering (hf-select cluster):")
     print(f"  {KMeans.method}: {(KMeans.__doc__ or '').strip().splitlines()[0]}")
     print(f"    adds: {KMeans.output_column}, {KMeans.distance_column}")
@@ -448,6 +426,26 @@ def cmd_methods() -> int:
             default = "required" if field.default is dataclasses.MISSING else f"default {field.default!r}"
             print(f"    {field.name}: {field.type} ({default})")
     return 0
+
+
+def summary(cls: type) -> str:
+    """The first paragraph of a class's docstring, as one line."""
+    return " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+
+
+def select_help(argv: Sequence[str]) -> str | None:
+    """The help `hf-select select ... --help` asks for (that method's, with `--method M`), else None."""
+    if not argv or argv[0] != "select" or not {"-h", "--help"} & set(argv):
+        return None
+    from . import select
+
+    methods = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--method"]
+    methods += [arg.split("=", 1)[1] for arg in argv if arg.startswith("--method=")]
+    if methods and methods[-1] in select.SELECTORS:
+        return method_help(methods[-1])
+    subparsers = next(a for a in build_parser(lazy=True)._actions if isinstance(a, _LazySubParsers))
+    subparsers.fill("select")
+    return subparsers.choices["select"].format_help()
 
 
 _AT_LEAST_ONE = ("num_proc", "limit", "batch_size", "batch_tokens", "probe_rows")
@@ -491,6 +489,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join(["hf-select", *argv])
     previous = _quiet_workers_on_ctrl_c()
     try:
+        help_text = select_help(argv)
+        if help_text is not None:
+            print(help_text)
+            return 0
         args = build_parser(lazy=True).parse_args(argv)
         return _run(args, command)
     except HFSelectError as err:

@@ -44,9 +44,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -54,13 +53,7 @@ import pyarrow.compute as pc
 from datasets import Dataset
 
 from .errors import InputError
-
-if TYPE_CHECKING:  # the select package imports this module: importing it here first would be a cycle
-    from .select.budget import Budget
-    from .select.selection import Selection
-
-TOKEN_COLUMN = "n_tokens"
-"""`select.selection.TOKEN_COLUMN`, the default token column (not imported from there: see above)."""
+from .provenance import derived
 
 _ROWS_PER_BLOCK = 65_536  # rows per block when checking, compacting or measuring distances
 
@@ -266,12 +259,14 @@ class KMeans:
             "max": int(sizes.max()),
             "empty": int((sizes == 0).sum()),
         }
+        original = ds
         stale = [c for c in (self.output_column, self.distance_column) if c in ds.column_names]
         if stale:
             ds = ds.remove_columns(stale)
         fingerprint = hashlib.sha256(f"{ds._fingerprint}:{self.fingerprint()}".encode()).hexdigest()[:16]
         ds = ds.add_column(self.output_column, pa.array(cluster, mask=missing), new_fingerprint=f"{fingerprint}-c")
-        return ds.add_column(self.distance_column, pa.array(distance, mask=missing), new_fingerprint=f"{fingerprint}-d")
+        ds = ds.add_column(self.distance_column, pa.array(distance, mask=missing), new_fingerprint=f"{fingerprint}-d")
+        return derived(ds, original, self.describe())  # selectors record this clustering with the pool's scorers
 
 
 def kmeans(
@@ -301,77 +296,11 @@ def kmeans(
     return out, km.centroids
 
 
-def centroids(
-    pool: Dataset,
-    budget: Budget | int | float | str,
-    *,
-    cluster_column: str = "cluster",
-    distance_column: str = "cluster_distance",
-    clustering: KMeans | dict[str, Any] | None = None,
-    token_column: str = TOKEN_COLUMN,
-    source: dict[str, Any] | None = None,
-    scorers: Sequence[Any] = (),
-) -> Selection:
-    """Centroid mode: per cluster a quota proportional to its size (largest-remainder rounding), filled with
-    its rows nearest the centroid. It is `within_clusters(pool, cluster_column, distance_column, budget,
-    largest=False)`, recorded as method `centroid` (its name in `select.SELECTORS`) with `mode: "centroid"`
-    and, when given, the clustering's `describe()`. Older records name the method `within-clusters` (with
-    the same `mode: "centroid"`); cards and reproduce snippets read both.
+def __getattr__(name: str) -> Any:
+    """`centroids` and `kmeans_select` moved to `hf_select.select`; this keeps `from hf_select.cluster import
+    centroids` working without importing the selectors while this module loads."""
+    if name in ("centroids", "kmeans_select"):
+        from . import select
 
-    Example:
-        >>> from datasets import Dataset
-        >>> ds = Dataset.from_dict({"cluster": [0, 0, 0, 1, 1], "cluster_distance": [0.3, 0.1, 0.2, 0.5, 0.4]})
-        >>> centroids(ds, 3).indices.tolist()
-        [1, 2, 4]
-    """
-    from .select.within_clusters import within_clusters
-
-    selection = within_clusters(
-        pool, cluster_column, distance_column, budget, largest=False, token_column=token_column, source=source,
-        scorers=scorers,
-    )  # fmt: skip
-    selection.record.method = "centroid"
-    selection.record.parameters["mode"] = "centroid"
-    if clustering is not None:
-        selection.record.parameters["clustering"] = (
-            clustering.describe() if isinstance(clustering, KMeans) else dict(clustering)
-        )
-    return selection
-
-
-def kmeans_select(
-    pool: Dataset,
-    column: str,
-    budget: Budget | int | float | str,
-    *,
-    n_clusters: int,
-    score_column: str | None = None,
-    largest: bool = True,
-    seed: int = 0,
-    niter: int = 20,
-    spherical: bool = False,
-    token_column: str = TOKEN_COLUMN,
-    source: dict[str, Any] | None = None,
-    scorers: Sequence[Any] = (),
-) -> Selection:
-    """Cluster `column` (embeddings) with k-means, then give each cluster a quota proportional to its size,
-    filled by `score_column` (the study's "token length + k-means" with `n_tokens`, "quality + k-means"
-    with CE/IFD/SelectIT) or, without one, by the rows nearest the centroid. The subset keeps the
-    `cluster` and `cluster_distance` columns.
-
-    Example:
-        >>> sel = kmeans_select(scored, "embedding", 1000, n_clusters=100, score_column="n_tokens")  # doctest: +SKIP
-    """
-    from .select.within_clusters import within_clusters
-
-    km = KMeans(n_clusters=n_clusters, column=column, seed=seed, niter=niter, spherical=spherical)
-    clustered = km.fit(pool)
-    common = {"token_column": token_column, "source": source, "scorers": scorers}
-    if score_column is None:
-        selection = centroids(clustered, budget, clustering=km, **common)
-    else:
-        selection = within_clusters(clustered, km.output_column, score_column, budget, largest=largest, **common)
-        selection.record.parameters.update(mode="score", clustering=km.describe())
-    selection.record.method = "kmeans"
-    selection.record.parameters.update(embedding_column=column, n_clusters=n_clusters, seed=seed)
-    return selection
+        return getattr(select, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,6 +25,7 @@ from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
 from . import embedded
 from .errors import InputError
+from .provenance import remember
 
 PROVENANCE_FILE = "hf_select.json"
 _BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -242,7 +243,9 @@ def load_pool(
         ds = ds.select(range(min(limit, len(ds))))
         earlier = info.get("limit")  # the first rows of the first rows
         info.update(num_rows=len(ds), fingerprint=ds._fingerprint, limit=min(limit, earlier or limit))
-    return LoadedPool(ds, info, list(previous.get("scorers", [])))
+    scorers = list(previous.get("scorers", []))
+    remember(ds, info, scorers)  # selectors read it from the pool: `Selector.fit(pool)`
+    return LoadedPool(ds, info, scorers)
 
 
 def _hub_revision(repo_id: str, revision: str | None) -> str | None:

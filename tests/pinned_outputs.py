@@ -4,9 +4,9 @@ card on a slice of the embedded demo pool, and the demo's own folders.
 `python tests/pinned_outputs.py --write` regenerates `tests/fixtures/pinned/` (do it only in a commit whose
 message says which output changed on purpose, and why); `tests/test_pinned_outputs.py` compares.
 
-What varies from run to run is normalised away and nothing else: `created_at`, faiss's thread count, the
-dataset fingerprints of in-memory pools, and temporary folder paths. The subset is pinned by a sha256 of its rows (as JSON lines),
-the record and the card as text.
+What varies from run to run is normalised away and nothing else: `created_at`, faiss's thread count,
+timings, the dataset fingerprints of in-memory pools, and temporary folder paths. The subset is pinned by a
+sha256 of its rows (as JSON lines), the record and the card as text.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def _normalise(text: str, tmp: Path) -> str:
     text = text.replace(str(tmp), "<tmp>")
     text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", "<time>", text)  # created_at
     text = re.sub(r'"threads": \d+', '"threads": <cores>', text)  # faiss's threads: the machine's cores
+    text = re.sub(r'(_seconds": )[0-9.]+', r"\1<seconds>", text)  # DiverseEvol's timings
     return re.sub(r"\b[0-9a-f]{16}\b", "<fingerprint>", text)  # datasets fingerprints (sha256s are 64)
 
 

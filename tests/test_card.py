@@ -176,7 +176,7 @@ def test_card_of_a_demo_like_selection_renders_every_section(pool, selection, tm
     assert "| Budget requested | 10 rows |" in summary
     assert f"`{selection.record.indices_sha256}`" in summary
     # the Python that reproduces it is valid Python and checks the digest
-    python = block(blocks, "python", "select.top_k")
+    python = block(blocks, "python", "SELECTORS['top-k']")
     compile(python, "<card>", "exec")
     assert f"indices_sha256 == {selection.record.indices_sha256!r}" in python
     # saved and loaded back like the Hub does
@@ -491,7 +491,7 @@ def test_adversarial_rows_cannot_break_the_card(tmp_path) -> None:
 
     # the command is shown exactly, in a fence that nothing in it closes
     assert block(blocks, "bash") == sel.record.command
-    compile(block(blocks, "python", "select.top_k"), "<card>", "exec")
+    compile(block(blocks, "python", "SELECTORS['top-k']"), "<card>", "exec")
     # the histogram of the odd column has a file-safe name and a URL-safe link
     figures = list((tmp_path / "assets").glob("hist-*.png"))
     assert len(figures) == 2

@@ -69,19 +69,35 @@ def _snippet(sel: Selection) -> str:
     return python
 
 
+WRAPPERS: dict[type, Callable[..., Any]] = {  # each registered selector class and its function
+    select.TopK: select.top_k,
+    select.IFDTopK: select.ifd_top_k,
+    select.Threshold: select.threshold,
+    select.Random: select.random,
+    select.WithinClusters: select.within_clusters,
+    select.Centroid: select.centroids,
+    select.KMeansSelect: select.kmeans_select,
+    select.KCenter: select.kcenter_greedy,
+    select.ZIP: select.zip_select,
+    select.DiverseEvol: select.diverse_evol,
+    select.PreExperience: select.pre_experience_subset,
+}
+
+
 def _selector_call(python: str) -> tuple[Callable[..., Any], ast.Call]:
-    """The function and call that the snippet assigns to `sel`; it must bind to the selector's signature."""
+    """The selector (as its function) and the `SELECTORS[name](...)` call that the snippet assigns to
+    `selector` and fits as `sel`; the call must bind to the selector class's fields."""
     (call,) = [
         node.value
         for node in ast.walk(ast.parse(python))
-        if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["sel"]
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["selector"]
     ]
-    assert isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
-    assert isinstance(call.func.value, ast.Name) and call.func.value.id == "select"
-    fn = getattr(select, call.func.attr)
-    keywords = {k.arg: None for k in call.keywords}
-    inspect.signature(fn).bind(*[None] * len(call.args), **keywords)  # no unknown, missing or doubled argument
-    return fn, call
+    assert isinstance(call, ast.Call) and isinstance(call.func, ast.Subscript)
+    assert isinstance(call.func.value, ast.Name) and call.func.value.id == "SELECTORS"
+    cls = select.SELECTORS[ast.literal_eval(call.func.slice)]
+    assert not call.args
+    inspect.signature(cls).bind(**{k.arg: None for k in call.keywords})  # no unknown, missing or doubled argument
+    return WRAPPERS[cls], call
 
 
 CASES: dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]] = {  # case: (selector, arguments, keywords)
@@ -117,15 +133,14 @@ def _select(case: str, pool: tuple[Dataset, dict[str, Any]]) -> Selection:
 
 def test_every_selector_the_cli_offers_is_covered() -> None:
     covered = {getattr(select, name) for name, _, _ in CASES.values()}
-    assert set(select.SELECTORS.values()) <= covered
+    assert {WRAPPERS[cls] for cls in select.SELECTORS.values() if cls.cli} <= covered
 
 
 def test_every_record_names_its_selector(pool: tuple[Dataset, dict[str, Any]]) -> None:
     """A record's method is the selector's name in `select.SELECTORS` (`hf-select select --method`)."""
     for case, (name, _, _) in CASES.items():
         fn = getattr(select, name)
-        if fn in select.SELECTORS.values():
-            assert select.SELECTORS[_select(case, pool).record.method] is fn, case
+        assert WRAPPERS[select.SELECTORS[_select(case, pool).record.method]] is fn, case
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -186,7 +201,7 @@ def test_diverse_evol_with_user_steps_says_what_to_supply(pool: tuple[Dataset, d
     code_lines = [line for line in python.splitlines() if line.strip() and not line.startswith("#")]
     assert not any(re.search(r"\bsel\b", line) for line in code_lines)  # nothing pretends to run it
     assert "my_train" in python and "my_embed" in python
-    call = "\n".join(line[2:] for line in python.splitlines() if line.startswith(("# sel =", "#     ", "# )")))
+    call = "\n".join(line[2:] for line in python.splitlines() if line.startswith(("# selector =", "#     ", "# )")))
     fn, node = _selector_call(call)
     assert fn is select.diverse_evol
     values = {k.arg: ast.unparse(k.value) for k in node.keywords}

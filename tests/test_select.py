@@ -23,12 +23,25 @@ from hf_select.errors import BudgetError, InputError
 from hf_select.record import SCHEMA_VERSION, SelectionRecord
 from hf_select.select import (
     SELECTORS,
+    ZIP,
     Budget,
+    Centroid,
+    DiverseEvol,
+    IFDTopK,
+    KCenter,
+    KMeansSelect,
+    PreExperience,
+    Random,
     Selection,
+    Threshold,
+    TopK,
+    WithinClusters,
     centroids,
+    diverse_evol,
     ifd_top_k,
     kcenter_greedy,
     kmeans_select,
+    pre_experience_subset,
     proportional_quotas,
     random,
     random_controls,
@@ -562,19 +575,23 @@ def test_record_load_corrupt_json_is_input_error(tmp_path: Path) -> None:
 
 
 def test_selectors_registry() -> None:
-    """The CLI's selector names map to the selector functions."""
+    """Every selector's method name maps to its class, and each wrapper function fits that class."""
     expected = {
-        "top-k": top_k,
-        "ifd": ifd_top_k,
-        "threshold": threshold,
-        "random": random,
-        "within-clusters": within_clusters,
-        "zip": zip_select,
-        "kcenter": kcenter_greedy,
-        "centroid": centroids,
-        "kmeans": kmeans_select,
+        "top-k": (TopK, top_k),
+        "ifd": (IFDTopK, ifd_top_k),
+        "threshold": (Threshold, threshold),
+        "random": (Random, random),
+        "within-clusters": (WithinClusters, within_clusters),
+        "zip": (ZIP, zip_select),
+        "kcenter": (KCenter, kcenter_greedy),
+        "centroid": (Centroid, centroids),
+        "kmeans": (KMeansSelect, kmeans_select),
+        "diverseevol": (DiverseEvol, diverse_evol),
+        "ifd-pre-experience": (PreExperience, pre_experience_subset),
     }
-    assert expected == SELECTORS
+    assert {name: cls for name, (cls, _) in expected.items()} == SELECTORS
+    for name, (cls, function) in expected.items():
+        assert cls.method == name and f"{cls.__name__}(" in (function.__doc__ or ""), name
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ Example:
     >>> scorer = TokenLengthScorer(tokenizer="embedded:smollm2", template="paper")
     >>> ds = ds.map(scorer, batched=True)  # or scorer.map(ds, num_proc=2)
     >>> ds[0]["n_tokens_response"]
-    3
+    2.0
 """
 
 from __future__ import annotations

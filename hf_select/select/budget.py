@@ -8,13 +8,15 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 import numpy as np
 
 from ..errors import BudgetError
 
 BudgetKind = Literal["count", "fraction", "tokens"]
+BudgetSpec = Union["Budget", int, float, str]
+"""What a budget can be given as: a `Budget`, a row count, a fraction of the pool, or a string (`"5M tokens"`)."""
 _SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
 _PATTERN = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9]+)?)\s*([kmb]?)\s*(%|tokens?|rows?)?\s*$", re.IGNORECASE)
 
@@ -98,36 +100,74 @@ class Budget:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "value": self.value}
 
+    def check(self, n_rows: int, *, n_pool: int, tokens: float | None = None, what: str = "selectable rows") -> int:
+        """Raise `BudgetError` when the budget asks for more than `n_rows` selectable rows (for a token
+        budget: more than their `tokens`); else return the rows asked for (a token budget: the tokens).
+        Every selector words these errors through here."""
+        if self.kind != "tokens":
+            n = self.rows(n_pool)
+            if n > n_rows:
+                raise BudgetError(f"budget of {self.describe(n)} exceeds the {n_rows:,} {what}")
+            return n
+        if tokens is None:
+            raise BudgetError("a token budget needs a token count column (run the token-length scorer first)")
+        if self.value > tokens:
+            raise BudgetError(f"budget of {self.describe()} exceeds the {tokens:,.0f} tokens of the {n_rows:,} {what}")
+        return int(self.value)
 
-def take(
-    order: np.ndarray,
-    budget: Budget,
-    *,
-    n_pool: int,
-    tokens: np.ndarray | None,
-    what: str = "selectable rows",
-) -> np.ndarray:
-    """The prefix of `order` (pool indices in priority order) that the budget allows.
+    def cut(
+        self, order: np.ndarray, *, n_pool: int, tokens: np.ndarray | None, what: str = "selectable rows"
+    ) -> np.ndarray:
+        """The prefix of `order` (pool indices in priority order) that the budget allows.
 
-    A token budget keeps the longest prefix whose `tokens` sum does not exceed it. Raises
-    `BudgetError` when the budget asks for more than `order` holds.
-    """
-    if budget.kind != "tokens":
-        n = budget.rows(n_pool)
-        if n > len(order):
-            raise BudgetError(f"budget of {budget.describe(n)} exceeds the {len(order):,} {what}")
+        A token budget keeps the longest prefix whose `tokens` sum does not exceed it. Raises `BudgetError`
+        when the budget asks for more than `order` holds.
+
+        Example:
+            >>> Budget.parse("6 tokens").cut(np.array([2, 0, 1]), n_pool=3, tokens=np.array([1.0, 2.0, 4.0])).tolist()
+            [2, 0]
+        """
+        if self.kind != "tokens":
+            return order[: self.check(len(order), n_pool=n_pool, what=what)]
+        if tokens is None:
+            self.check(len(order), n_pool=n_pool, what=what)  # raises: no token column
+        cumulative = np.cumsum(tokens[order])  # type: ignore[index]
+        self.check(len(order), n_pool=n_pool, tokens=float(cumulative[-1]) if len(cumulative) else 0.0, what=what)
+        n = int(np.searchsorted(cumulative, self.value, side="right"))
+        if n == 0:
+            raise BudgetError(
+                f"budget of {self.describe()} is smaller than the first row ({int(tokens[order[0]]):,} tokens)"  # type: ignore[index]
+            )
         return order[:n]
-    if tokens is None:
-        raise BudgetError("a token budget needs a token count column (run the token-length scorer first)")
-    cumulative = np.cumsum(tokens[order])
-    available = int(cumulative[-1]) if len(cumulative) else 0
-    if budget.value > available:
-        raise BudgetError(
-            f"budget of {budget.describe()} exceeds the {available:,} tokens of the {len(order):,} {what}"
-        )
-    n = int(np.searchsorted(cumulative, budget.value, side="right"))
+
+    def quotas(
+        self, sizes: np.ndarray, *, n_pool: int, tokens: float | None = None, what: str = "selectable rows"
+    ) -> np.ndarray:
+        """The budget split across groups of `sizes` selectable rows in proportion to their sizes
+        (largest-remainder rounding): rows per group, or tokens per group for a token budget (`tokens`: the
+        selectable rows' total)."""
+        total = self.check(int(np.sum(sizes)), n_pool=n_pool, tokens=tokens, what=what)
+        return proportional_quotas(sizes, total)
+
+
+def proportional_quotas(sizes: np.ndarray, total: int) -> np.ndarray:
+    """Split `total` across groups in proportion to `sizes`, largest-remainder (Hamilton) rounding.
+
+    Exact integer arithmetic; quotas sum to `total`; remainder ties go to the earlier group.
+
+    Example:
+        >>> proportional_quotas(np.array([5, 3, 2]), 7).tolist()
+        [4, 2, 1]
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    n = int(sizes.sum())
     if n == 0:
-        raise BudgetError(
-            f"budget of {budget.describe()} is smaller than the first row ({int(tokens[order[0]]):,} tokens)"
-        )
-    return order[:n]
+        raise BudgetError("no cluster has a selectable row")
+    scaled = sizes.astype(object) * total  # Python ints: no overflow for token budgets
+    quotas = np.array([s // n for s in scaled], dtype=np.int64)
+    remainders = np.array([s % n for s in scaled], dtype=object)
+    missing = total - int(quotas.sum())
+    if missing:
+        order = sorted(range(len(sizes)), key=lambda i: (-remainders[i], i))
+        quotas[order[:missing]] += 1
+    return quotas

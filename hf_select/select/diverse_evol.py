@@ -41,8 +41,9 @@ from datasets import Dataset
 from ..conversation import FormatName, RowError, batch_turns, detect_format
 from ..encoding import ConversationEncoder, TemplateName, encode_segments, render_segments
 from ..errors import BudgetError, InputError
+from .base import Picked, Selector, unrecorded
 from .budget import Budget
-from .selection import TOKEN_COLUMN, Selection, finish, token_values
+from .selection import TOKEN_COLUMN, Selection
 
 Mode = Literal["one-shot", "greedy"]
 TrainStep = Callable[[Any, Dataset], Any]
@@ -288,6 +289,124 @@ def _describe_step(step: Any) -> Any:
     return getattr(step, "__qualname__", type(step).__qualname__)
 
 
+@dataclass(kw_only=True)
+class DiverseEvol(Selector):
+    """DiverseEvol: `init` random rows, then `rounds` rounds of (train on the selection, embed the pool,
+    add `n_query` rows by k-center): `init + rounds * n_query` rows (see the module doc).
+
+    `train_step(model_state, rows) -> model_state` and `embed(model_state, pool) -> [N, d]` are called
+    once per round; `model_state` starts as given (None: the default train step loads its base model).
+    k-center runs on `device` (default: CUDA when available). The selection also carries `order` (pool
+    indices in selection order: init, then each round's picks) and `model_state` (the last trained one).
+
+    Example:
+        >>> import numpy as np
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict({"x": list(range(20))})
+        >>> embed = lambda state, pool: np.arange(len(pool), dtype=np.float32)[:, None] * (state or 1)
+        >>> train = lambda state, rows: (state or 0) + 1
+        >>> len(DiverseEvol(init=2, n_query=3, rounds=2, train_step=train, embed=embed).fit(ds))
+        8
+    """
+
+    method = "diverseevol"
+    ordered = True
+    cli = False  # its steps are Python callables
+
+    init: int
+    """Random rows to start from."""
+    n_query: int
+    """Rows k-center adds per round."""
+    rounds: int
+    """Rounds of (train, embed, select)."""
+    train_step: TrainStep
+    """`train_step(model_state, rows) -> model_state` (default step: `SFTTrainStep`)."""
+    embed: EmbedStep
+    """`embed(model_state, pool) -> [N, d]` (default step: `MeanHiddenEmbed`)."""
+    seed: int = 0
+    """Seed of the random start rows."""
+    mode: Mode = "one-shot"
+    """k-center mode: the study's `one-shot` (n farthest at once) or `greedy`."""
+    model_state: Any = unrecorded(None)
+    """The state the first round trains from (None: the train step's base model)."""
+    chunk_size: int | None = unrecorded(None)
+    """k-center rows per distance block."""
+    device: str | None = unrecorded(None)
+    """k-center's torch device (default: CUDA when available)."""
+
+    def __post_init__(self) -> None:
+        from .kcenter import MODES
+
+        if self.mode not in MODES:
+            raise InputError(f"unknown k-center mode {self.mode!r}: expected one of {list(MODES)}")
+        self.init = _count("init", self.init, 0)
+        self.n_query, self.rounds = _count("n_query", self.n_query, 0), _count("rounds", self.rounds, 0)
+
+    def requested_budget(self) -> Budget:
+        return Budget("count", self.init + self.rounds * self.n_query)
+
+    def pick(self, pool: Dataset, budget: Budget | None, tokens: np.ndarray | None) -> Picked:
+        from .kcenter import kcenter_indices
+
+        init, n_query, rounds = self.init, self.n_query, self.rounds
+        n = len(pool)
+        total = init + rounds * n_query
+        if total > n:
+            raise BudgetError(
+                f"DiverseEvol asks for {init:,} + {rounds} x {n_query:,} = {total:,} rows of a {n:,}-row pool"
+            )
+        start = np.random.default_rng(self.seed).permutation(n)[:init].astype(np.int64)
+        order = [int(i) for i in start]
+        state = self.model_state
+        history: list[dict[str, Any]] = []
+        for r in range(rounds):
+            trained_on = np.sort(np.asarray(order, dtype=np.int64))
+            t0 = time.perf_counter()
+            state = self.train_step(state, pool.select(trained_on))
+            t1 = time.perf_counter()
+            X = np.asarray(self.embed(state, pool), dtype=np.float32)
+            t2 = time.perf_counter()
+            if X.ndim != 2 or X.shape[0] != n:
+                raise InputError(f"embed returned shape {X.shape}: expected one vector per pool row ({n}, dim)")
+            usable = np.flatnonzero(np.isfinite(X).all(axis=1))
+            position = np.full(n, -1, dtype=np.int64)
+            position[usable] = np.arange(len(usable))
+            centers = position[trained_on]
+            centers = centers[centers >= 0]
+            available = len(usable) - len(centers)
+            if n_query > available:
+                raise BudgetError(
+                    f"round {r + 1}: {n_query:,} rows asked for but only {available:,} unselected rows "
+                    "have a finite embedding"
+                )
+            local = kcenter_indices(
+                X if len(usable) == n else X[usable], n_query, selected=centers, mode=self.mode,
+                chunk_size=self.chunk_size, device=self.device,
+            )  # fmt: skip
+            picks = usable[local]
+            order += [int(i) for i in picks]
+            history.append(
+                {
+                    "round": r + 1,
+                    "trained_on": len(trained_on),
+                    "rows_without_embedding": int(n - len(usable)),
+                    "picks": picks.tolist(),
+                    "train_seconds": round(t1 - t0, 3),
+                    "embed_seconds": round(t2 - t1, 3),
+                    "select_seconds": round(time.perf_counter() - t2, 3),
+                }
+            )
+        details = {"init_rows": start.tolist(), "round_details": history}
+        return Picked(order, details, extra={"model_state": state})
+
+    def parameters(self, details: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "init": self.init, "n_query": self.n_query, "rounds": self.rounds, "mode": self.mode,
+            "init_rows": details["init_rows"], "train_step": _describe_step(self.train_step),
+            "embed": _describe_step(self.embed), "round_details": details["round_details"],
+        }  # fmt: skip
+
+
 def diverse_evol(
     pool: Dataset,
     *,
@@ -303,83 +422,11 @@ def diverse_evol(
     device: str | None = None,
     token_column: str = TOKEN_COLUMN,
     source: dict[str, Any] | None = None,
-    scorers: Sequence[Any] = (),
+    scorers: Any = None,
 ) -> Selection:
-    """DiverseEvol (see the module doc): `init + rounds * n_query` rows.
-
-    `train_step(model_state, rows) -> model_state` and `embed(model_state, pool) -> [N, d]` are called
-    once per round; `model_state` starts as given (None: the default train step loads its base model).
-    k-center runs on `device` (default: CUDA when available). The selection also carries `order` (pool
-    indices in selection order: init, then each round's picks) and `model_state` (the last trained one).
-    """
-    from .kcenter import MODES, kcenter_indices
-
-    if mode not in MODES:
-        raise InputError(f"unknown k-center mode {mode!r}: expected one of {list(MODES)}")
-    init, n_query, rounds = _count("init", init, 0), _count("n_query", n_query, 0), _count("rounds", rounds, 0)
-    n = len(pool)
-    total = init + rounds * n_query
-    if total > n:
-        raise BudgetError(
-            f"DiverseEvol asks for {init:,} + {rounds} x {n_query:,} = {total:,} rows of a {n:,}-row pool"
-        )
-    start = np.random.default_rng(seed).permutation(n)[:init].astype(np.int64)
-    order = [int(i) for i in start]
-    state = model_state
-    history: list[dict[str, Any]] = []
-    for r in range(rounds):
-        trained_on = np.sort(np.asarray(order, dtype=np.int64))
-        t0 = time.perf_counter()
-        state = train_step(state, pool.select(trained_on))
-        t1 = time.perf_counter()
-        X = np.asarray(embed(state, pool), dtype=np.float32)
-        t2 = time.perf_counter()
-        if X.ndim != 2 or X.shape[0] != n:
-            raise InputError(f"embed returned shape {X.shape}: expected one vector per pool row ({n}, dim)")
-        finite = np.isfinite(X).all(axis=1)
-        usable = np.flatnonzero(finite)
-        position = np.full(n, -1, dtype=np.int64)
-        position[usable] = np.arange(len(usable))
-        centers = position[trained_on]
-        centers = centers[centers >= 0]
-        available = len(usable) - len(centers)
-        if n_query > available:
-            raise BudgetError(
-                f"round {r + 1}: {n_query:,} rows asked for but only {available:,} unselected rows "
-                "have a finite embedding"
-            )
-        local = kcenter_indices(
-            X if len(usable) == n else X[usable], n_query, selected=centers, mode=mode, chunk_size=chunk_size,
-            device=device,
-        )  # fmt: skip
-        picks = usable[local]
-        order += [int(i) for i in picks]
-        history.append(
-            {
-                "round": r + 1,
-                "trained_on": len(trained_on),
-                "rows_without_embedding": int(n - len(usable)),
-                "picks": picks.tolist(),
-                "train_seconds": round(t1 - t0, 3),
-                "embed_seconds": round(t2 - t1, 3),
-                "select_seconds": round(time.perf_counter() - t2, 3),
-            }
-        )
-    budget = Budget("count", total)
-    parameters = {
-        "init": init,
-        "n_query": n_query,
-        "rounds": rounds,
-        "mode": mode,
-        "init_rows": start.tolist(),
-        "train_step": _describe_step(train_step),
-        "embed": _describe_step(embed),
-        "round_details": history,
-    }
-    tokens = token_values(pool, budget, token_column)
-    selection = finish(
-        pool, order, method="diverseevol", parameters=parameters, budget=budget,
-        seed=seed, tokens=tokens, source=source, scorers=scorers, token_column=token_column, ordered=True,
+    """`DiverseEvol(...).fit(pool)`: `init + rounds * n_query` rows by rounds of train, embed, k-center."""
+    selector = DiverseEvol(
+        init=init, n_query=n_query, rounds=rounds, train_step=train_step, embed=embed, seed=seed, mode=mode,
+        model_state=model_state, chunk_size=chunk_size, device=device, token_column=token_column,
     )  # fmt: skip
-    selection.model_state = state  # type: ignore[attr-defined]
-    return selection
+    return selector.fit(pool, source=source, scorers=scorers)

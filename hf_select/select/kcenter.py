@@ -35,14 +35,16 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from datasets import Dataset
 
 from ..errors import BudgetError, InputError
-from .budget import Budget, take
-from .selection import TOKEN_COLUMN, Selection, finish, token_values
+from .base import BudgetedSelector, Picked, unrecorded
+from .budget import Budget, BudgetSpec
+from .selection import TOKEN_COLUMN, Selection
 
 if TYPE_CHECKING:
     import torch
@@ -306,10 +308,99 @@ def _init_rows(init: int | Sequence[int] | None, seed: int, eligible: np.ndarray
     return rows
 
 
+@dataclass(kw_only=True)
+class KCenter(BudgetedSelector):
+    """k-center selection over the embeddings in `column` (a list of numbers per row).
+
+    The budget counts the starting rows: `init` (`None`: one random row; an int: that many random rows,
+    drawn like `Random(budget=init, seed=seed)`, `0` starting from the first usable row; a list: those
+    pool indices), then k-center picks (`mode="greedy"` one at a time, or the study's `"one-shot"`) until
+    the budget is met. A token budget keeps the longest prefix of (init, picks...) within it. Rows without
+    a usable embedding are never selected. The selection carries `order`: pool indices in selection order
+    (init first).
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict({"embedding": [[0.0, 0.0], [1.0, 0.0], [10.0, 0.0], [5.0, 0.0]]})
+        >>> KCenter(column="embedding", budget=3, init=[0], device="cpu").fit(ds).order.tolist()
+        [0, 2, 3]
+    """
+
+    method = "kcenter"
+    ordered = True
+
+    column: str
+    """Embedding column (a list of numbers per row)."""
+    init: int | list[int] | None = None
+    """Start rows: a count of random rows (default 1), or comma-separated pool indices."""
+    seed: int = 0
+    """Seed of the random start rows."""
+    mode: Mode = "greedy"
+    """`greedy`: one row at a time (classic k-center); `one-shot`: the study's n farthest at once."""
+    metric: str = "euclidean"
+    """Distance (k-center supports `euclidean`)."""
+    chunk_size: int | None = unrecorded(None)
+    """Rows per distance block (memory bound; never changes a pick)."""
+    device: str | None = None
+    """Torch device (default: CUDA when available)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.metric != "euclidean":
+            raise InputError(f"unknown metric {self.metric!r}: k-center supports 'euclidean'")
+        if self.mode not in MODES:
+            raise InputError(f"unknown k-center mode {self.mode!r}: expected one of {list(MODES)}")
+
+    def pick(self, pool: Dataset, budget: Budget, tokens: np.ndarray | None) -> Picked:
+        X, rows = embedding_matrix(pool, self.column)
+        if budget.kind == "tokens":
+            keep = ~np.isnan(tokens[rows])  # type: ignore[index]
+            X, rows = X[keep], rows[keep]
+        start = _init_rows(self.init, self.seed, rows, len(pool))
+        position = np.full(len(pool), -1, dtype=np.int64)
+        position[rows] = np.arange(len(rows))
+        start_local = position[start]
+        dev = _resolve_device(self.device)
+        what = "rows with a usable embedding"
+        kwargs = {"selected": start_local, "mode": self.mode, "chunk_size": self.chunk_size, "device": dev}
+        if budget.kind == "tokens":
+            budget.check(len(rows), n_pool=len(pool), tokens=float(np.sum(tokens[rows])), what=what)  # type: ignore[index]
+            order = list(start.tolist())
+            used = float(np.sum(tokens[start]))  # type: ignore[index]
+            if used <= budget.value:
+                for local in kcenter_iter(X, **kwargs):
+                    order.append(int(rows[local]))
+                    used += float(tokens[rows[local]])  # type: ignore[index]
+                    if used > budget.value:
+                        break
+            order_arr = np.array(order, dtype=np.int64)
+        else:
+            n = budget.check(len(rows), n_pool=len(pool), what=what)
+            if n < len(start):
+                raise BudgetError(f"budget of {n:,} rows is smaller than the {len(start):,} init rows")
+            order_arr = np.concatenate([start, rows[kcenter_indices(X, n - len(start), **kwargs)]]).astype(np.int64)
+        chosen = budget.cut(order_arr, n_pool=len(pool), tokens=tokens, what=what)
+        if len(chosen) < len(start):
+            raise BudgetError(f"budget of {budget.describe()} does not cover the {len(start):,} init rows")
+        init = self.init if self.init is None or isinstance(self.init, int | np.integer) else "indices"
+        return Picked(chosen, {"init": init, "init_rows": start.tolist(), "device": dev.type})
+
+    def parameters(self, details: dict[str, Any]) -> dict[str, Any]:
+        return {"column": self.column, "mode": self.mode, "metric": self.metric, **details}
+
+    @classmethod
+    def arguments_from_record(cls, record: Any) -> dict[str, Any]:
+        arguments = super().arguments_from_record(record)
+        params = record.parameters or {}
+        if params.get("init") == "indices":
+            arguments["init"] = list(params.get("init_rows") or [])
+        return arguments
+
+
 def kcenter_greedy(
     pool: Dataset,
     column: str,
-    budget: Budget | int | float | str,
+    budget: BudgetSpec,
     *,
     init: int | Sequence[int] | None = None,
     seed: int = 0,
@@ -319,70 +410,13 @@ def kcenter_greedy(
     device: str | torch.device | None = None,
     token_column: str = TOKEN_COLUMN,
     source: dict[str, Any] | None = None,
-    scorers: Sequence[Any] = (),
+    scorers: Any = None,
 ) -> Selection:
-    """k-center selection over the embeddings in `column` (a list of numbers per row).
-
-    The budget counts the starting rows: `init` (`None`: one random row; an int: that many random rows,
-    drawn like `select.random(pool, init, seed=seed)`, `0` starting from the first usable row; a list:
-    those pool indices), then k-center picks
-    (`mode="greedy"` one at a time, or the study's `"one-shot"`) until the budget is met. A token budget
-    keeps the longest prefix of (init, picks...) within it. Rows without a usable embedding are never
-    selected. Runs on `device` (default: CUDA when available). The selection carries `order`: pool indices
-    in selection order (init first).
-    """
-    if metric != "euclidean":
-        raise InputError(f"unknown metric {metric!r}: k-center supports 'euclidean'")
-    if mode not in MODES:
-        raise InputError(f"unknown k-center mode {mode!r}: expected one of {list(MODES)}")
-    budget = Budget.parse(budget)
-    tokens = token_values(pool, budget, token_column)
-    X, rows = embedding_matrix(pool, column)
-    if budget.kind == "tokens":
-        keep = ~np.isnan(tokens[rows])  # type: ignore[index]
-        X, rows = X[keep], rows[keep]
-    start = _init_rows(init, seed, rows, len(pool))
-    position = np.full(len(pool), -1, dtype=np.int64)
-    position[rows] = np.arange(len(rows))
-    start_local = position[start]
-    dev = _resolve_device(device)
-
-    if budget.kind == "tokens":
-        available = float(np.sum(tokens[rows]))  # type: ignore[index]
-        if budget.value > available:
-            raise BudgetError(
-                f"budget of {budget.describe()} exceeds the {available:,.0f} tokens of the {len(rows):,} rows "
-                "with a usable embedding"
-            )
-        order = list(start.tolist())
-        used = float(np.sum(tokens[start]))  # type: ignore[index]
-        if used <= budget.value:
-            for local in kcenter_iter(X, selected=start_local, mode=mode, chunk_size=chunk_size, device=dev):
-                order.append(int(rows[local]))
-                used += float(tokens[rows[local]])  # type: ignore[index]
-                if used > budget.value:
-                    break
-        order_arr = np.array(order, dtype=np.int64)
-    else:
-        n = budget.rows(len(pool))
-        if n > len(rows):
-            raise BudgetError(f"budget of {budget.describe(n)} exceeds the {len(rows):,} rows with a usable embedding")
-        if n < len(start):
-            raise BudgetError(f"budget of {n:,} rows is smaller than the {len(start):,} init rows")
-        picks = kcenter_indices(X, n - len(start), selected=start_local, mode=mode, chunk_size=chunk_size, device=dev)
-        order_arr = np.concatenate([start, rows[picks]]).astype(np.int64)
-    chosen = take(order_arr, budget, n_pool=len(pool), tokens=tokens, what="rows with a usable embedding")
-    if len(chosen) < len(start):
-        raise BudgetError(f"budget of {budget.describe()} does not cover the {len(start):,} init rows")
-    parameters: dict[str, Any] = {
-        "column": column,
-        "mode": mode,
-        "metric": metric,
-        "init": init if init is None or isinstance(init, int | np.integer) else "indices",
-        "init_rows": start.tolist(),
-        "device": dev.type,
-    }
-    return finish(
-        pool, chosen, method="kcenter", parameters=parameters, budget=budget, seed=seed,
-        tokens=tokens, source=source, scorers=scorers, token_column=token_column, ordered=True,
+    """`KCenter(...).fit(pool)`: k-center selection over the embeddings in `column`, from `init`."""
+    if init is not None and not isinstance(init, int | np.integer):
+        init = [int(i) for i in init]
+    selector = KCenter(
+        column=column, budget=budget, init=init, seed=seed, mode=mode, metric=metric, chunk_size=chunk_size,
+        device=None if device is None else str(device), token_column=token_column,
     )  # fmt: skip
+    return selector.fit(pool, source=source, scorers=scorers)

@@ -2,32 +2,61 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from datasets import Dataset
 
 from ..errors import InputError
-from .budget import Budget, take
-from .selection import TOKEN_COLUMN, Selection, column_values, finish, token_values
+from .base import BudgetedSelector, Picked
+from .budget import Budget, BudgetSpec
+from .selection import TOKEN_COLUMN, Selection, column_values
+
+
+@dataclass(kw_only=True)
+class Random(BudgetedSelector):
+    """A uniform random subset (numpy's PCG64 seeded with `seed`).
+
+    A token budget takes rows in random order until the next one would exceed it.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict({"text": list("abcdefgh")})
+        >>> Random(budget=3, seed=0).fit(ds).indices.tolist() == Random(budget=3, seed=0).fit(ds).indices.tolist()
+        True
+    """
+
+    method = "random"
+
+    seed: int = 0
+    """Seed of the permutation; controls use seed, seed + 1, ..."""
+    column: str | None = None
+    """Draw only from rows where this column is not NaN (e.g. `n_tokens`: the rows a score-based
+    selection can pick from)."""
+
+    def pick(self, pool: Dataset, budget: Budget, tokens: np.ndarray | None) -> Picked:
+        eligible = np.ones(len(pool), dtype=bool)
+        if self.column is not None:
+            eligible &= ~np.isnan(column_values(pool, self.column))
+        if budget.kind == "tokens":
+            eligible &= ~np.isnan(tokens)  # type: ignore[operator]
+        permutation = np.random.default_rng(self.seed).permutation(len(pool))
+        order = permutation[eligible[permutation]]
+        return Picked(budget.cut(order, n_pool=len(pool), tokens=tokens, what="rows to draw from"))
 
 
 def random(
     pool: Dataset,
-    budget: Budget | int | float | str,
+    budget: BudgetSpec,
     *,
     seed: int = 0,
     column: str | None = None,
     token_column: str = TOKEN_COLUMN,
     source: dict[str, Any] | None = None,
-    scorers: Sequence[Any] = (),
+    scorers: Any = None,
 ) -> Selection:
-    """A uniform random subset (numpy's PCG64 seeded with `seed`).
-
-    `column`, when given, restricts the draw to rows where it is not NaN (e.g. `"n_tokens"`, so a
-    control is drawn from the same well-formed rows a score-based selection can pick from). A token
-    budget takes rows in random order until the next one would exceed it.
+    """`Random(...).fit(pool)`: a uniform random subset; `column` restricts the draw to rows where it is not NaN.
 
     Example:
         >>> from datasets import Dataset
@@ -35,24 +64,12 @@ def random(
         >>> random(ds, 3, seed=0).indices.tolist() == random(ds, 3, seed=0).indices.tolist()
         True
     """
-    budget = Budget.parse(budget)
-    tokens = token_values(pool, budget, token_column)
-    eligible = np.ones(len(pool), dtype=bool)
-    if column is not None:
-        eligible &= ~np.isnan(column_values(pool, column))
-    if budget.kind == "tokens":
-        eligible &= ~np.isnan(tokens)
-    permutation = np.random.default_rng(seed).permutation(len(pool))
-    order = permutation[eligible[permutation]]
-    chosen = take(order, budget, n_pool=len(pool), tokens=tokens, what="rows to draw from")
-    return finish(
-        pool, chosen, method="random", parameters={"column": column}, budget=budget, seed=seed,
-        tokens=tokens, source=source, scorers=scorers, token_column=token_column,
-    )  # fmt: skip
+    selector = Random(budget=budget, seed=seed, column=column, token_column=token_column)
+    return selector.fit(pool, source=source, scorers=scorers)
 
 
 def random_controls(
-    pool: Dataset, budget: Budget | int | float | str, *, n_controls: int = 5, seed: int = 0, **kwargs: Any
+    pool: Dataset, budget: BudgetSpec, *, n_controls: int = 5, seed: int = 0, **kwargs: Any
 ) -> list[Selection]:
     """`n_controls` random subsets with seeds `seed, seed + 1, ...`: the baselines of a comparison."""
     if n_controls < 1:

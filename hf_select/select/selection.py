@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,38 @@ class Selection:
     def __len__(self) -> int:
         return len(self.indices)
 
+    @property
+    def keep(self) -> KeepRows:
+        """A `Dataset.filter` callable that keeps exactly these rows of the pool:
+        `pool.filter(selection.keep, with_indices=True, batched=True)` equals `selection.dataset`."""
+        return KeepRows(self.indices)
+
+
+class KeepRows:
+    """`keep(batch, indices) -> [bool]`: whether each pool index is selected, for `Dataset.filter(...,
+    with_indices=True, batched=True)` (or unbatched: `keep(row, index) -> bool`). Pickles as its indices,
+    so `datasets` fingerprints and caches the filter by the selection.
+
+    Example:
+        >>> keep = KeepRows(np.array([1, 3]))
+        >>> keep({"x": [0, 0, 0]}, [1, 2, 3])
+        [True, False, True]
+    """
+
+    def __init__(self, indices: np.ndarray) -> None:
+        self.indices = np.unique(np.asarray(indices, dtype=np.int64))
+
+    def __call__(self, batch: Any, indices: int | Sequence[int], *_: Any) -> bool | list[bool]:
+        if isinstance(indices, int | np.integer):
+            return bool(self._member(np.array([indices]))[0])
+        return self._member(np.asarray(indices, dtype=np.int64)).tolist()
+
+    def _member(self, idx: np.ndarray) -> np.ndarray:
+        if len(self.indices) == 0:
+            return np.zeros(len(idx), dtype=bool)
+        pos = np.searchsorted(self.indices, idx)
+        return (pos < len(self.indices)) & (self.indices[np.minimum(pos, len(self.indices) - 1)] == idx)
+
 
 def column_values(ds: Dataset, column: str, *, what: str = "score") -> np.ndarray:
     """A numeric column as float64, nulls as NaN; a clear error if it is missing or not numeric."""
@@ -47,11 +80,11 @@ def column_values(ds: Dataset, column: str, *, what: str = "score") -> np.ndarra
     return pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
 
 
-def token_values(ds: Dataset, budget: Budget, token_column: str) -> np.ndarray | None:
+def token_values(ds: Dataset, budget: Budget | None, token_column: str) -> np.ndarray | None:
     """The token column when it exists (needed by a token budget, recorded otherwise)."""
     if token_column in ds.column_names:
         return column_values(ds, token_column, what="token")
-    if budget.kind == "tokens":
+    if budget is not None and budget.kind == "tokens":
         raise InputError(
             f"a token budget needs the {token_column!r} column (run `hf-select score --method token-length` first); "
             f"the dataset has {ds.column_names}"
@@ -64,6 +97,26 @@ def ranked(values: np.ndarray, eligible: np.ndarray, *, largest: bool) -> np.nda
     idx = np.flatnonzero(eligible)
     keys = -values[idx] if largest else values[idx]
     return idx[np.argsort(keys, kind="stable")]
+
+
+def shortfall(budget: Budget | None, tokens: np.ndarray | None, indices: np.ndarray) -> dict[str, str]:
+    """`{"note": why}` when a token budget is underfilled by more than a row's worth (the mean tokens of a
+    row), with a `UserWarning`; else `{}`. A token budget stops before the row that would exceed it, so a
+    shortfall below a row's worth is expected; a larger one means long rows came next (or per-cluster
+    shares each stopped short), which the user should know before comparing against a full budget."""
+    if budget is None or budget.kind != "tokens" or tokens is None:
+        return {}
+    known = tokens[~np.isnan(tokens)]
+    missing = float(budget.value) - float(np.nansum(tokens[indices]))
+    row_worth = float(known.mean()) if len(known) else 0.0
+    if missing <= row_worth:
+        return {}
+    note = (
+        f"{missing:,.0f} tokens short of the budget, more than a row's worth ({row_worth:,.0f} tokens on "
+        "average): the next rows in the selector's order were too long to fit"
+    )
+    warnings.warn(f"budget of {budget.describe()} underfilled: {note}", UserWarning, stacklevel=3)
+    return {"note": note}
 
 
 def indices_digest(indices: np.ndarray) -> str:
@@ -117,6 +170,7 @@ def finish(
     scorers: Sequence[Any],
     ordered: bool = False,
     token_column: str = TOKEN_COLUMN,
+    extra: dict[str, Any] | None = None,
 ) -> Selection:
     """Build the `Selection` (subset in pool order) and its record from the chosen pool indices; with
     `ordered`, `chosen` is in pick order and is kept as `Selection.order` (greedy selectors).
@@ -134,7 +188,7 @@ def finish(
         parameters=parameters,
         budget={
             "requested": budget.to_dict() if budget is not None else None,
-            "achieved": {"rows": len(indices), "tokens": kept_tokens},
+            "achieved": {"rows": len(indices), "tokens": kept_tokens, **shortfall(budget, tokens, indices)},
         },
         seed=seed,
         pool={"rows": len(pool), "tokens": pool_tokens},
@@ -143,4 +197,9 @@ def finish(
         source=source if source is not None else source_info(pool),
         scorers=scorer_entries(scorers),
     )
-    return Selection(dataset=pool.select(indices), indices=indices, record=record, order=order if ordered else None)
+    selection = Selection(
+        dataset=pool.select(indices), indices=indices, record=record, order=order if ordered else None
+    )
+    for name, value in (extra or {}).items():  # e.g. DiverseEvol's trained model_state
+        setattr(selection, name, value)
+    return selection

@@ -1,15 +1,17 @@
-"""Threshold: every row whose score lies in a range."""
+"""Threshold: every row whose score lies in a range. Needs no fitting: it is a `Dataset.filter` callable."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from datasets import Dataset
 
 from ..errors import BudgetError, InputError
-from .selection import TOKEN_COLUMN, Selection, column_values, finish
+from .base import Picked, Selector
+from .budget import Budget
+from .selection import TOKEN_COLUMN, Selection, column_values
 
 
 def in_range(values: np.ndarray, min_value: float | None, max_value: float | None) -> np.ndarray:
@@ -24,6 +26,54 @@ def in_range(values: np.ndarray, min_value: float | None, max_value: float | Non
     return mask
 
 
+@dataclass(kw_only=True)
+class Threshold(Selector):
+    """Keep every row with `min_value <= column <= max_value` (either bound optional; NaN never kept).
+
+    It needs no fitting: `pool.filter(Threshold(column="ifd", max_value=1.0))` keeps the same rows as
+    `Threshold(...).fit(pool).dataset` (without a record).
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict({"ifd": [0.4, 1.2, float("nan"), 0.9]})
+        >>> Threshold(column="ifd", max_value=1.0).fit(ds).indices.tolist()
+        [0, 3]
+        >>> list(ds.filter(Threshold(column="ifd", max_value=1.0))["ifd"])
+        [0.4, 0.9]
+    """
+
+    method = "threshold"
+
+    column: str
+    """Score column to test."""
+    min_value: float | None = None
+    """Keep rows whose score is at least this."""
+    max_value: float | None = None
+    """Keep rows whose score is at most this."""
+
+    def __post_init__(self) -> None:
+        if self.min_value is None and self.max_value is None:
+            raise InputError("threshold needs min_value, max_value or both")
+        in_range(np.empty(0), self.min_value, self.max_value)  # min above max fails here
+
+    def scored_column(self) -> str:
+        return self.column
+
+    def pick(self, pool: Dataset, budget: Budget | None, tokens: np.ndarray | None) -> Picked:
+        chosen = np.flatnonzero(in_range(column_values(pool, self.column), self.min_value, self.max_value))
+        if len(chosen) == 0:
+            raise BudgetError(f"no row has {self.column!r} within [{self.min_value}, {self.max_value}]")
+        return Picked(chosen)
+
+    def __call__(self, row_or_batch: dict[str, Any], *_: Any) -> bool | list[bool]:
+        """For `Dataset.filter`: a row gives a bool, a batch (`batched=True`) a list of bools."""
+        value = row_or_batch[self.column]
+        batched = isinstance(value, list | tuple | np.ndarray)
+        values = np.array([np.nan if v is None else v for v in (value if batched else [value])], dtype=np.float64)
+        keep = in_range(values, self.min_value, self.max_value).tolist()
+        return keep if batched else keep[0]
+
+
 def threshold(
     pool: Dataset,
     column: str,
@@ -32,9 +82,9 @@ def threshold(
     max_value: float | None = None,
     token_column: str = TOKEN_COLUMN,
     source: dict[str, Any] | None = None,
-    scorers: Sequence[Any] = (),
+    scorers: Any = None,
 ) -> Selection:
-    """Keep every row with `min_value <= column <= max_value` (either bound optional; NaN never kept).
+    """`Threshold(...).fit(pool)`: every row with `min_value <= column <= max_value`.
 
     Example:
         >>> from datasets import Dataset
@@ -42,15 +92,5 @@ def threshold(
         >>> threshold(ds, "ifd", max_value=1.0).indices.tolist()
         [0, 3]
     """
-    if min_value is None and max_value is None:
-        raise InputError("threshold needs min_value, max_value or both")
-    values = column_values(pool, column)
-    chosen = np.flatnonzero(in_range(values, min_value, max_value))
-    if len(chosen) == 0:
-        raise BudgetError(f"no row has {column!r} within [{min_value}, {max_value}]")
-    tokens = column_values(pool, token_column, what="token") if token_column in pool.column_names else None
-    parameters = {"column": column, "min_value": min_value, "max_value": max_value}
-    return finish(
-        pool, chosen, method="threshold", parameters=parameters, budget=None, seed=None,
-        tokens=tokens, source=source, scorers=scorers, token_column=token_column,
-    )  # fmt: skip
+    selector = Threshold(column=column, min_value=min_value, max_value=max_value, token_column=token_column)
+    return selector.fit(pool, source=source, scorers=scorers)

@@ -1,8 +1,9 @@
-"""Score within clusters: a quota per cluster proportional to its size, the top rows by score inside each."""
+"""Score within clusters: a quota per cluster proportional to its size, the top rows by score inside each;
+and its centroid preset (the rows nearest each centroid)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -10,32 +11,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
 
-from ..errors import BudgetError, InputError
-from .budget import Budget, take
-from .selection import TOKEN_COLUMN, Selection, column_values, finish, ranked, token_values
-
-
-def proportional_quotas(sizes: np.ndarray, total: int) -> np.ndarray:
-    """Split `total` across groups in proportion to `sizes`, largest-remainder (Hamilton) rounding.
-
-    Exact integer arithmetic; quotas sum to `total`; remainder ties go to the earlier group.
-
-    Example:
-        >>> proportional_quotas(np.array([5, 3, 2]), 7).tolist()
-        [4, 2, 1]
-    """
-    sizes = np.asarray(sizes, dtype=np.int64)
-    n = int(sizes.sum())
-    if n == 0:
-        raise BudgetError("no cluster has a selectable row")
-    scaled = sizes.astype(object) * total  # Python ints: no overflow for token budgets
-    quotas = np.array([s // n for s in scaled], dtype=np.int64)
-    remainders = np.array([s % n for s in scaled], dtype=object)
-    missing = total - int(quotas.sum())
-    if missing:
-        order = sorted(range(len(sizes)), key=lambda i: (-remainders[i], i))
-        quotas[order[:missing]] += 1
-    return quotas
+from ..errors import InputError
+from .base import BudgetedSelector, Picked
+from .budget import Budget, BudgetSpec, proportional_quotas
+from .selection import TOKEN_COLUMN, Selection, column_values, ranked
 
 
 def cluster_labels(pool: Dataset, column: str) -> tuple[np.ndarray, np.ndarray]:
@@ -54,17 +33,8 @@ def cluster_labels(pool: Dataset, column: str) -> tuple[np.ndarray, np.ndarray]:
     return remap[codes], np.array([labels[i] for i in order], dtype=object)
 
 
-def within_clusters(
-    pool: Dataset,
-    cluster_column: str,
-    score_column: str,
-    budget: Budget | int | float | str,
-    *,
-    largest: bool = True,
-    token_column: str = TOKEN_COLUMN,
-    source: dict[str, Any] | None = None,
-    scorers: Sequence[Any] = (),
-) -> Selection:
+@dataclass(kw_only=True)
+class WithinClusters(BudgetedSelector):
     """The study's "score + k-means": each cluster gets a quota proportional to its number of selectable
     rows (largest-remainder rounding, quotas summing to the budget), filled with its top rows by score.
 
@@ -74,51 +44,143 @@ def within_clusters(
     Example:
         >>> from datasets import Dataset
         >>> ds = Dataset.from_dict({"cluster": [0, 0, 0, 1, 1], "n_tokens": [1.0, 3.0, 2.0, 5.0, 4.0]})
+        >>> WithinClusters(score_column="n_tokens", budget=3).fit(ds).indices.tolist()
+        [1, 2, 3]
+    """
+
+    method = "within-clusters"
+
+    cluster_column: str = "cluster"
+    """Cluster label column (e.g. from `hf-select cluster`); null labels are never selected."""
+    score_column: str = field(metadata={"aliases": ("--column",)})
+    """Score column that fills each cluster's quota."""
+    largest: bool = True
+    """Fill quotas with the largest scores (`--no-largest`: the smallest)."""
+
+    def scored_column(self) -> str | None:
+        return self.score_column
+
+    def pick(self, pool: Dataset, budget: Budget, tokens: np.ndarray | None) -> Picked:
+        codes, labels = cluster_labels(pool, self.cluster_column)
+        values = column_values(pool, self.score_column)
+        eligible = ~np.isnan(values) & (codes >= 0)
+        if budget.kind == "tokens":
+            eligible &= ~np.isnan(tokens)  # type: ignore[operator]
+        shares = budget.quotas(
+            np.bincount(codes[eligible], minlength=len(labels)), n_pool=len(pool),
+            tokens=float(np.nansum(tokens[eligible])) if budget.kind == "tokens" else None,  # type: ignore[index]
+            what=f"rows with a usable {self.score_column!r} and cluster",
+        )  # fmt: skip
+        order = ranked(values, eligible, largest=self.largest)
+        by_cluster = codes[order]
+        chosen: list[np.ndarray] = []
+        for c, share in enumerate(shares):
+            if share == 0:
+                continue
+            members = order[by_cluster == c]
+            if budget.kind == "tokens":  # the cluster's top rows until the next would exceed its share
+                n = int(np.searchsorted(np.cumsum(tokens[members]), share, side="right"))  # type: ignore[index]
+            else:
+                n = int(share)
+            chosen.append(members[:n])
+        details = {"n_clusters": len(labels), "quotas": {str(labels[c]): int(q) for c, q in enumerate(shares) if q}}
+        return Picked(np.concatenate(chosen) if chosen else np.array([], dtype=np.int64), details)
+
+
+@dataclass(kw_only=True)
+class Centroid(WithinClusters):
+    """Centroid mode: per cluster a quota proportional to its size (largest-remainder rounding), filled with
+    its rows nearest the centroid (`cluster_distance` smallest first).
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict({"cluster": [0, 0, 0, 1, 1], "cluster_distance": [0.3, 0.1, 0.2, 0.5, 0.4]})
+        >>> Centroid(budget=3).fit(ds).indices.tolist()
+        [1, 2, 4]
+    """
+
+    method = "centroid"
+
+    score_column: str = field(default="cluster_distance", init=False)
+    largest: bool = field(default=False, init=False)
+    distance_column: str = field(default="cluster_distance", metadata={"record": False, "aliases": ("--column",)})
+    """Distance of each row to its cluster's centroid (from `hf-select cluster`)."""
+    clustering: dict[str, Any] | None = field(default=None, metadata={"record": False, "cli": False})
+    """The clustering's `describe()`, recorded when the clusters were made by the caller (k-means select)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.score_column = self.distance_column
+
+    def scored_column(self) -> None:
+        return None  # distances rank within clusters; controls draw from every row
+
+    def pick(self, pool: Dataset, budget: Budget, tokens: np.ndarray | None) -> Picked:
+        picked = super().pick(pool, budget, tokens)
+        picked.details["mode"] = "centroid"
+        if self.clustering is not None:
+            picked.details["clustering"] = dict(self.clustering)
+        return picked
+
+    @classmethod
+    def arguments_from_record(cls, record: Any) -> dict[str, Any]:
+        arguments = super().arguments_from_record(record)
+        arguments["distance_column"] = (record.parameters or {}).get("score_column", "cluster_distance")
+        return arguments
+
+
+def within_clusters(
+    pool: Dataset,
+    cluster_column: str,
+    score_column: str,
+    budget: BudgetSpec,
+    *,
+    largest: bool = True,
+    token_column: str = TOKEN_COLUMN,
+    source: dict[str, Any] | None = None,
+    scorers: Any = None,
+) -> Selection:
+    """`WithinClusters(...).fit(pool)`: per cluster a proportional quota of its top rows by `score_column`.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict({"cluster": [0, 0, 0, 1, 1], "n_tokens": [1.0, 3.0, 2.0, 5.0, 4.0]})
         >>> within_clusters(ds, "cluster", "n_tokens", 3).indices.tolist()
         [1, 2, 3]
     """
-    budget = Budget.parse(budget)
-    codes, labels = cluster_labels(pool, cluster_column)
-    values = column_values(pool, score_column)
-    tokens = token_values(pool, budget, token_column)
-    eligible = ~np.isnan(values) & (codes >= 0)
-    if budget.kind == "tokens":
-        eligible &= ~np.isnan(tokens)
-    sizes = np.bincount(codes[eligible], minlength=len(labels))
-    if budget.kind == "tokens":
-        available = int(np.nansum(tokens[eligible]))
-        if budget.value > available:
-            raise BudgetError(f"budget of {budget.describe()} exceeds the {available:,} tokens of the selectable rows")
-        shares = proportional_quotas(sizes, int(budget.value))
-    else:
-        n = budget.rows(len(pool))
-        if n > int(eligible.sum()):
-            raise BudgetError(
-                f"budget of {budget.describe(n)} exceeds the {int(eligible.sum()):,} rows "
-                f"with a usable {score_column!r} and cluster"
-            )
-        shares = proportional_quotas(sizes, n)
-    order = ranked(values, eligible, largest=largest)
-    by_cluster = codes[order]
-    chosen: list[np.ndarray] = []
-    for c, share in enumerate(shares):
-        if share == 0:
-            continue
-        members = order[by_cluster == c]
-        if budget.kind == "tokens":
-            cumulative = np.cumsum(tokens[members])
-            chosen.append(members[: int(np.searchsorted(cumulative, share, side="right"))])
-        else:
-            chosen.append(take(members, Budget("count", int(share)), n_pool=len(pool), tokens=None))
-    parameters = {
-        "cluster_column": cluster_column,
-        "score_column": score_column,
-        "largest": largest,
-        "n_clusters": len(labels),
-        "quotas": {str(labels[c]): int(q) for c, q in enumerate(shares) if q},
-    }
-    return finish(
-        pool, np.concatenate(chosen) if chosen else np.array([], dtype=np.int64), method="within-clusters",
-        parameters=parameters, budget=budget, seed=None, tokens=tokens, source=source, scorers=scorers,
+    selector = WithinClusters(
+        cluster_column=cluster_column, score_column=score_column, budget=budget, largest=largest,
         token_column=token_column,
     )  # fmt: skip
+    return selector.fit(pool, source=source, scorers=scorers)
+
+
+def centroids(
+    pool: Dataset,
+    budget: BudgetSpec,
+    *,
+    cluster_column: str = "cluster",
+    distance_column: str = "cluster_distance",
+    clustering: Any = None,
+    token_column: str = TOKEN_COLUMN,
+    source: dict[str, Any] | None = None,
+    scorers: Any = None,
+) -> Selection:
+    """`Centroid(...).fit(pool)`: per cluster a proportional quota of its rows nearest the centroid.
+    `clustering` (a `KMeans` or its `describe()`) is recorded when given.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict({"cluster": [0, 0, 0, 1, 1], "cluster_distance": [0.3, 0.1, 0.2, 0.5, 0.4]})
+        >>> centroids(ds, 3).indices.tolist()
+        [1, 2, 4]
+    """
+    described = clustering.describe() if hasattr(clustering, "describe") else clustering
+    selector = Centroid(
+        budget=budget, cluster_column=cluster_column, distance_column=distance_column, clustering=described,
+        token_column=token_column,
+    )  # fmt: skip
+    return selector.fit(pool, source=source, scorers=scorers)
+
+
+__all__ = ["Centroid", "WithinClusters", "centroids", "cluster_labels", "proportional_quotas", "within_clusters"]

@@ -58,8 +58,9 @@ from datasets import Dataset
 
 from ..conversation import PAPER_HEADERS, FormatName, RowError, batch_turns, detect_format, split_last
 from ..errors import BudgetError, InputError
-from .budget import Budget, take
-from .selection import TOKEN_COLUMN, Selection, finish, token_values
+from .base import BudgetedSelector, Picked, unrecorded
+from .budget import Budget, BudgetSpec
+from .selection import TOKEN_COLUMN, Selection
 
 TextMode = Literal["rendered", "repr"]
 
@@ -325,7 +326,7 @@ def zip_indices(
     """ZIP's picks (pool indices, in pick order) over per-row sample bytes (`None`: never selected).
 
     Picks `n_select` rows; with `max_tokens` (and `tokens`, one count per row), picks until the picks'
-    token sum exceeds `max_tokens` (the pick that crosses it is included: cut it with `budget.take`),
+    token sum exceeds `max_tokens` (the pick that crosses it is included: cut it with `Budget.cut`),
     or until no row is left. The order is budget-independent: a smaller budget gives a prefix.
     """
     _check_k(k1, k2, k3, level)
@@ -394,9 +395,79 @@ def zip_indices(
         evaluator.close()
 
 
+@dataclass(kw_only=True)
+class ZIP(BudgetedSelector):
+    """ZIP (compression-ratio greedy) selection; see the module docstring for the exact definition.
+
+    A token budget takes picks in order until the next would exceed it. The selection carries `order`:
+    pool indices in pick order; the picks do not depend on `workers`.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> texts = ["the cat sat", "the cat sat", "a dog ran far", "zebras graze"]
+        >>> ds = Dataset.from_dict({"prompt": texts, "response": ["ok"] * 4})
+        >>> len(ZIP(budget=2, k1=4, k2=3, k3=1, workers=1).fit(ds))
+        2
+    """
+
+    method = "zip"
+    ordered = True
+
+    k1: int = 10_000
+    """Stage-1 candidates per round: the rows with the lowest stored compression ratio."""
+    k2: int = 200
+    """Stage-2 survivors per round."""
+    k3: int = 100
+    """Stage-3 greedy picks per round."""
+    text: TextMode = "rendered"
+    """What is compressed: the `rendered` conversation text, or the reference's `repr` of the raw records."""
+    level: int = 9
+    """zlib compression level."""
+    workers: int | None = unrecorded(None)
+    """Worker processes (default: every core for a pool of 1,000+ selectable rows; 1: in-process)."""
+    columns: list[str] | None = None
+    """`repr` mode: the columns whose values are compressed (default: all)."""
+    format: FormatName | None = None
+    """Conversation format of the rows (default: detected)."""
+    format_columns: list[str] | None = None
+    """Columns for `format` (e.g. question,answer for prompt_response)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_k(self.k1, self.k2, self.k3, self.level)
+
+    def pick(self, pool: Dataset, budget: Budget, tokens: np.ndarray | None) -> Picked:
+        samples = sample_bytes(
+            pool, self.text, columns=self.columns, format=self.format, format_columns=self.format_columns
+        )
+        what = "rows ZIP can select"
+        n_select: int | None = None
+        if budget.kind == "tokens":
+            usable = np.array([s is not None for s in samples]) & ~np.isnan(tokens)  # type: ignore[operator]
+            budget.check(int(usable.sum()), n_pool=len(pool), tokens=float(np.sum(tokens[usable])), what=what)  # type: ignore[index]
+        else:
+            n_select = budget.rows(len(pool))
+        order = zip_indices(
+            samples, n_select, k1=self.k1, k2=self.k2, k3=self.k3, text=self.text, level=self.level,
+            workers=self.workers, tokens=tokens if budget.kind == "tokens" else None,
+            max_tokens=float(budget.value) if budget.kind == "tokens" else None,
+        )  # fmt: skip
+        details: dict[str, Any] = {"zlib": zlib.ZLIB_RUNTIME_VERSION}
+        if self.text == "repr":
+            details["columns"] = list(pool.column_names) if self.columns is None else list(self.columns)
+        if self.format is not None:
+            details["format"] = self.format
+        if self.format_columns is not None:
+            details["format_columns"] = list(self.format_columns)
+        return Picked(budget.cut(order, n_pool=len(pool), tokens=tokens, what=what), details)
+
+    def parameters(self, details: dict[str, Any]) -> dict[str, Any]:
+        return {"k1": self.k1, "k2": self.k2, "k3": self.k3, "text": self.text, "level": self.level, **details}
+
+
 def zip_select(
     pool: Dataset,
-    budget: Budget | int | float | str,
+    budget: BudgetSpec,
     *,
     k1: int = 10_000,
     k2: int = 200,
@@ -409,47 +480,13 @@ def zip_select(
     format_columns: Sequence[str] | None = None,
     token_column: str = TOKEN_COLUMN,
     source: dict[str, Any] | None = None,
-    scorers: Sequence[Any] = (),
+    scorers: Any = None,
 ) -> Selection:
-    """ZIP (compression-ratio greedy) selection; see the module docstring for the exact definition.
-
-    `k1`/`k2`/`k3`: stage sizes (study: 10,000/200/100). `text`: `"rendered"` conversations or the
-    reference's `"repr"` of the raw records (over `columns`, default all). `level`: zlib level.
-    `workers`: processes for stages 2 and 3 (`None`: every core for a pool of 1,000+ selectable rows,
-    else 1; `1`: in-process); the picks do not depend on it. A token budget takes picks in order until
-    the next would exceed it. The returned selection carries `order`: pool indices in pick order.
-    """
-    budget = Budget.parse(budget)
-    tokens = token_values(pool, budget, token_column)
-    samples = sample_bytes(pool, text, columns=columns, format=format, format_columns=format_columns)
-    n_select: int | None = None
-    max_tokens: float | None = None
-    if budget.kind == "tokens":
-        max_tokens = float(budget.value)
-        usable = np.array([s is not None for s in samples]) & ~np.isnan(tokens)  # type: ignore[operator]
-        available = float(np.sum(tokens[usable]))  # type: ignore[index]
-        if budget.value > available:
-            raise BudgetError(
-                f"budget of {budget.describe()} exceeds the {available:,.0f} tokens of the "
-                f"{int(usable.sum()):,} rows ZIP can select"
-            )
-    else:
-        n_select = budget.rows(len(pool))
-    order = zip_indices(
-        samples, n_select, k1=k1, k2=k2, k3=k3, text=text, level=level, workers=workers,
-        tokens=tokens if budget.kind == "tokens" else None, max_tokens=max_tokens,
+    """`ZIP(...).fit(pool)`: the compression-ratio greedy. `k1`/`k2`/`k3`: stage sizes (study:
+    10,000/200/100); `text`: `"rendered"` conversations or the reference's `"repr"` of the raw records."""
+    selector = ZIP(
+        budget=budget, k1=k1, k2=k2, k3=k3, text=text, level=level, workers=workers,
+        columns=None if columns is None else list(columns), format=format,
+        format_columns=None if format_columns is None else list(format_columns), token_column=token_column,
     )  # fmt: skip
-    chosen = take(order, budget, n_pool=len(pool), tokens=tokens, what="rows ZIP can select")
-    parameters: dict[str, Any] = {
-        "k1": k1, "k2": k2, "k3": k3, "text": text, "level": level, "zlib": zlib.ZLIB_RUNTIME_VERSION,
-    }  # fmt: skip
-    if text == "repr":
-        parameters["columns"] = list(pool.column_names) if columns is None else list(columns)
-    if format is not None:
-        parameters["format"] = format
-    if format_columns is not None:
-        parameters["format_columns"] = list(format_columns)
-    return finish(
-        pool, chosen, method="zip", parameters=parameters, budget=budget, seed=None,
-        tokens=tokens, source=source, scorers=scorers, token_column=token_column, ordered=True,
-    )  # fmt: skip
+    return selector.fit(pool, source=source, scorers=scorers)
