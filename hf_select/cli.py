@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import shlex
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import CLI_PID_VARIABLE, __version__
+from . import __version__
 from .errors import HFSelectError, InputError
+from .interrupts import EXIT_INTERRUPTED, INTERRUPTED, caused_by_ctrl_c, ctrl_c_quiets_workers
 from .options import Option, add_flags, add_options, build, field_options, given
 
 if TYPE_CHECKING:
@@ -199,25 +197,9 @@ def build_scorer(args: argparse.Namespace) -> Scorer:
         values.pop("model", None)
         if not values["tokenizer"]:
             raise InputError("--method token-length needs --tokenizer (or --model)")
-    unused = [
-        f"--{n.replace('_', '-')}"
-        for n in (
-            "model",
-            "turns",
-            "max_length",
-            "batch_tokens",
-            "dtype",
-            "shift",
-            "alpha",
-            "extra_models",
-            "backend",
-            "endpoint",
-            "kind",
-            "text",
-            "normalize",
-        )
-        if getattr(args, n, None) is not None and n not in names
-    ]
+    flags = ("model", "turns", "max_length", "batch_tokens", "dtype", "shift", "alpha", "extra_models", "backend")
+    flags += ("endpoint", "kind", "text", "normalize")
+    unused = [f"--{n.replace('_', '-')}" for n in flags if getattr(args, n, None) is not None and n not in names]
     if unused:
         raise InputError(f"--method {args.method} does not take {', '.join(unused)}")
     try:
@@ -484,62 +466,26 @@ def _run(args: argparse.Namespace, command: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `hf-select`: user mistakes print one `hf-select: error:` line and return 2, Ctrl-C prints one
-    line and returns 130 (the shell's code for SIGINT), argparse's own errors exit 2 with its usage."""
+    line and returns 130 (`interrupts`), argparse's own errors exit 2 with its usage."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = shlex.join(["hf-select", *argv])
-    previous = _quiet_workers_on_ctrl_c()
     try:
-        help_text = select_help(argv)
-        if help_text is not None:
-            print(help_text)
-            return 0
-        args = build_parser(lazy=True).parse_args(argv)
-        return _run(args, command)
+        with ctrl_c_quiets_workers():
+            help_text = select_help(argv)
+            if help_text is not None:
+                print(help_text)
+                return 0
+            return _run(build_parser(lazy=True).parse_args(argv), command)
     except HFSelectError as err:
         print(f"hf-select: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return _interrupted()
     except Exception as err:
-        if _caused_by_ctrl_c(err):  # worker pools (num_proc) fail in their own ways while Ctrl-C stops them
-            return _interrupted()
-        raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-            os.environ.pop(CLI_PID_VARIABLE, None)
-
-
-def _quiet_workers_on_ctrl_c() -> Any:
-    """Ctrl-C reaches every process of the terminal's group: `datasets` workers (forked ones through this
-    handler, spawned ones through `CLI_PID_VARIABLE`) then exit quietly (SystemExit) while this process
-    reports it once. Returns the handler to restore (None if unchanged)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    main_pid = os.getpid()
-    os.environ[CLI_PID_VARIABLE] = str(main_pid)  # spawned workers: see hf_select/__init__.py
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        if os.getpid() != main_pid:
-            raise SystemExit(130)
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGINT, on_sigint)
-
-
-def _caused_by_ctrl_c(err: BaseException | None) -> bool:
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, KeyboardInterrupt):
-            return True
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return False
-
-
-def _interrupted() -> int:
-    print("hf-select: interrupted (Ctrl-C); outputs are written only when complete", file=sys.stderr)
-    return 130
+        if not caused_by_ctrl_c(err):
+            raise
+    except KeyboardInterrupt:
+        pass
+    print(INTERRUPTED, file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
