@@ -123,7 +123,7 @@ def main() -> None:
     resources = ce_scorer.resources(0 if device == "cuda" else None)
     engine = resources.engine
     batch_tokens = args.batch_tokens or engine.batch_tokens
-    kept, units, _ = ce_scorer.units(pool[:], resources.encoder)
+    kept, units, _ = ce_scorer.units(pool[:], resources)
     header = assistant_header(resources.encoder)
     seq_tokens = sum(len(ids) for ids, _ in units)
     target_tokens = sum(e - s for _, spans in units for s, e in spans)

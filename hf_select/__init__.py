@@ -12,13 +12,27 @@ Example:
 from __future__ import annotations
 
 import importlib
+import os
+import signal
+import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .interrupts import quiet_if_cli_worker  # noqa: E402
+CLI_PID_VARIABLE = "HF_SELECT_CLI_PID"
+"""Set by the `hf-select` command to its pid, so that its worker processes know they are workers."""
 
-quiet_if_cli_worker()  # a spawned worker of the `hf-select` command: Ctrl-C exits it quietly
+
+def _quiet_ctrl_c_in_cli_workers() -> None:
+    """In a worker process of the `hf-select` command (spawned by `datasets` for model scorers; it imports
+    hf-select to unpickle the scorer), Ctrl-C exits quietly: the command itself reports it, once."""
+    parent = os.environ.get(CLI_PID_VARIABLE)
+    if parent and parent != str(os.getpid()) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+
+
+_quiet_ctrl_c_in_cli_workers()
 
 # public name -> the submodule that defines it (a name equal to its module is the submodule itself)
 _LAZY: dict[str, str] = {
@@ -51,7 +65,6 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "SCORERS",
     "SELECTORS",
-    "Selector",
     "BudgetError",
     "CrossEntropyScorer",
     "EmbeddingScorer",
@@ -64,6 +77,7 @@ __all__ = [
     "Scorer",
     "SelectITScorer",
     "SelectionRecord",
+    "Selector",
     "TokenLengthScorer",
     "__version__",
     "build_card",

@@ -154,16 +154,29 @@ def detect_format(
     return FormatSpec(first.name, first.columns, tuple(fallbacks))
 
 
+def _unicode(text: str, where: str) -> str:
+    """`text` if it is valid Unicode; a lone surrogate (possible in Python objects, never in Arrow data) would
+    make the tokenizer fail for the whole batch, so the row fails alone."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise RowError(
+                f"invalid Unicode in {where}: a lone surrogate {text[err.start]!r} at character {err.start}"
+            ) from None
+    return text
+
+
 def _text(value: Any, where: str) -> str:
     if isinstance(value, str):
-        return value
+        return _unicode(value, where)
     # OpenAI content parts: [{"type": "text", "text": ...}, ...]
     if (
         isinstance(value, list)
         and value
         and all(isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in value)
     ):
-        return "".join(p["text"] for p in value)
+        return _unicode("".join(p["text"] for p in value), where)
     raise RowError(f"non-string text in {where}: {type(value).__name__}")
 
 

@@ -22,12 +22,13 @@ import math
 import pickle
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from . import embedded
+from . import embedded, progress
 from .errors import InputError, load_error_reason
+from .model_cache import MODELS
 
 Span = tuple[int, int]
 Row = tuple[Sequence[int], Sequence[Span]]
@@ -45,6 +46,29 @@ class TargetNLL:
     @property
     def mean(self) -> float:
         return self.sum / self.count if self.count else math.nan
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the scorers need from a model, wherever it runs: `LocalEngine` here, `TGIBackend`/`VLLMBackend`
+    on an inference server (`hf_select.remote`)."""
+
+    device: str
+    """`cpu`, `cuda:N`, or `remote`."""
+    n_parameters: int | None
+    """The model's parameter count (model-level SelectIT weights); None when a server does not say."""
+
+    def nll(
+        self, rows: Sequence[Row], *, shift: bool = True, per_token: bool = False, batch_tokens: int | None = None
+    ) -> list[TargetNLL]:
+        """Sum and count of -log p(target token) per `(ids, spans)` row, in the order given."""
+        ...
+
+    def next_token_logprobs(
+        self, rows: Sequence[Sequence[int]], candidates: Sequence[int], *, batch_tokens: int | None = None
+    ) -> np.ndarray:
+        """log p(candidate | row) at each row's last position: [n_rows, n_candidates]."""
+        ...
 
 
 def micro_batches(lengths: Sequence[int], batch_tokens: int) -> Iterator[list[int]]:
@@ -192,6 +216,7 @@ class LocalEngine:
                 for i in batch:
                     mine = values[owners_np == i]
                     results[i] = TargetNLL(float(mine.sum()), len(mine), mine.copy() if per_token else None)
+                progress.advance(len(batch), len(rows), sum(len(sequences[i]) for i in batch))
         return [r if r is not None else TargetNLL(0.0, 0) for r in results]
 
     def next_token_logprobs(
@@ -207,10 +232,8 @@ class LocalEngine:
                 hidden, lengths = self._hidden(sequences, batch)
                 last = hidden[torch.arange(len(batch)), torch.as_tensor(lengths) - 1]
                 out[batch] = self._log_probs(last)[:, cand].double().cpu().numpy()
+                progress.advance(len(batch), len(rows), sum(lengths))
         return out
-
-
-_ENGINES: dict[tuple, LocalEngine] = {}
 
 
 def load_engine(
@@ -221,13 +244,10 @@ def load_engine(
     dtype: str = "auto",
     trust_remote_code: bool = False,
 ) -> LocalEngine:
-    """One engine per (model, revision, device, dtype) per process, shared by every scorer that uses it;
-    at most two models are held at once. Scorers pass their own `batch_tokens` with each call."""
-    key = (model, revision, device, dtype, trust_remote_code)
-    if key not in _ENGINES:
-        while len(_ENGINES) >= 2:
-            _ENGINES.pop(next(iter(_ENGINES)))
-        _ENGINES[key] = LocalEngine(
-            model, revision=revision, device=device, dtype=dtype, trust_remote_code=trust_remote_code
-        )
-    return _ENGINES[key]
+    """One engine per (model, revision, device, dtype) per process, shared by every scorer that uses it
+    (through `hf_select.model_cache.MODELS`). Scorers pass their own `batch_tokens` with each call."""
+    key = ("engine", model, revision, device, dtype, trust_remote_code)
+    return MODELS.get(
+        key,
+        lambda: LocalEngine(model, revision=revision, device=device, dtype=dtype, trust_remote_code=trust_remote_code),
+    )

@@ -15,17 +15,22 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
+from .errors import InputError
 from .scorers import Scorer, TokenLengthScorer
 
 
 def estimate(
     scorer: Scorer, pool: Dataset, *, probe_rows: int = 64, num_proc: int | None = None, seed: int = 0
 ) -> dict[str, Any]:
-    """Score a seeded random sample of `probe_rows` rows (after loading and a 2-row warm-up) and extrapolate
-    to the pool: tokens from the probe's mean tokens per row, time from the probe's rows per second, divided
-    across `num_proc` workers (one per GPU)."""
+    """Score a seeded random sample of `probe_rows` rows, at most half the pool (after loading and a
+    2-row warm-up), and extrapolate to the pool: tokens from the probe's mean tokens per row, time from the
+    probe's rows per second, divided across `num_proc` workers (one per GPU)."""
     n = len(pool)
-    picked = np.sort(np.random.default_rng(seed).choice(n, size=min(probe_rows, n), replace=False))
+    if n < 4:
+        raise InputError(f"the pool has {n} rows: too few to estimate from a probe; score it without --dry-run")
+    # at most half the pool: a dry run never scores (and throws away) the whole of a small pool
+    size = min(probe_rows, n // 2)
+    picked = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
     probe = pool.select(picked)[:]
     t = time.perf_counter()
     scorer.resources(0)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset
 
+from .card.context import CONTEXT_FILE
 from .conversation import as_messages
 from .errors import InputError
 from .record import SelectionRecord
@@ -59,7 +60,8 @@ def save_selection(
     output_format: str = "original",
 ) -> Path:
     """Write a selection folder: `data/` (the subset), `selection.json` (the record), `README.md` (the
-    dataset card, with plots under `assets/`) and, when given, the whole scored pool under `scores/`.
+    dataset card, with plots under `assets/`, and its context `card.json`, which `push` renders the card
+    from again and does not upload) and, when given, the whole scored pool under `scores/`.
 
     `pool` (default: `scores`) lets the card compare the subset with the pool and a random subset of the
     same size; `random_baseline` gives that random subset (e.g. the first control written beside it).
@@ -78,11 +80,15 @@ def save_selection(
     if card:
         from .card import build_card  # matplotlib and jinja only when a card is written
 
-        build_card(
+        card = build_card(
             subset, record, pool=pool if pool is not None else scores, source_card_data=source_card_data,
             assets_dir=folder / "assets", random_baseline=random_baseline, repo_id=repo_id,
             with_scores=scores is not None, token_column=token_column,
-        ).save(folder / "README.md")  # fmt: skip
+        )  # fmt: skip
+        card.save(folder / "README.md")
+        card.context.save(folder)  # `card.json`: what `push` renders the card from again, for its repo
+    else:  # an earlier save's context would describe another card
+        (folder / CONTEXT_FILE).unlink(missing_ok=True)
     return folder
 
 

@@ -26,7 +26,9 @@ Endpoints (checked against huggingface_hub 2.4 / datasets 5.2), ``{t}`` in model
 - ``PUT  /__fake_lfs__/upload/{oid}``, ``POST /__fake_lfs__/verify/{oid}``  (hrefs handed out by batch)
 - ``HEAD|GET /[{t}/]{ns}/{name}/resolve/{rev}/{path}``  (``Range`` supported)
 
-Anything else is answered ``404`` and reported on stderr and in :attr:`FakeHub.unhandled`.
+Anything else is answered ``404`` and reported on stderr and in :attr:`FakeHub.unhandled`. Faults:
+:meth:`FakeHub.fail_next` (an HTTP error, before or after acting), :meth:`FakeHub.stall_next` (no answer),
+:meth:`FakeHub.on_request` (a hook, e.g. a concurrent writer).
 """
 
 from __future__ import annotations
@@ -147,6 +149,7 @@ class _Fault:
     body: dict[str, Any] | None
     headers: dict[str, str]
     after: bool = False
+    stall: float | None = None  # seconds to hold the request without answering, then drop the connection
 
 
 @dataclass
@@ -226,6 +229,7 @@ class FakeHub:
         self._faults: list[_Fault] = []
         self._hooks: list[_Hook] = []
         self._lock = threading.RLock()
+        self._release = threading.Event()
         self._counter = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -272,8 +276,7 @@ class FakeHub:
             self._repos.clear()
             self.lfs_objects.clear()
             self.clear_log()
-            self._faults.clear()
-            self._hooks.clear()
+            self.clear_faults()
 
     def clear_log(self) -> None:
         """Forget recorded requests and unhandled routes."""
@@ -307,6 +310,15 @@ class FakeHub:
             fault = _Fault(route, status, times, method and method.upper(), body, dict(headers or {}), after)
             self._faults.append(fault)
 
+    def stall_next(
+        self, route: str, times: int | None = 1, *, method: str | None = None, seconds: float = 60.0
+    ) -> None:
+        """Never answer the next ``times`` (None: all) requests whose path contains ``route``: hold each for
+        ``seconds`` (or until ``clear_faults``), then close the connection without a response. A server that
+        accepted the request and hangs, as an overloaded gateway does."""
+        with self._lock:
+            self._faults.append(_Fault(route, 0, times, method and method.upper(), None, {}, stall=seconds))
+
     def on_request(
         self,
         route: str,
@@ -325,6 +337,8 @@ class FakeHub:
         with self._lock:
             self._faults.clear()
             self._hooks.clear()
+            self._release.set()  # stalled requests end now
+            self._release = threading.Event()
 
     def count(self, route: str, method: str | None = None) -> int:
         """Number of recorded requests whose path contains ``route`` (optionally with ``method``)."""
@@ -950,6 +964,10 @@ class _Handler(BaseHTTPRequestHandler):
             for hook in hub._take_hooks(method, path):
                 hook.callback(request)  # outside the lock's scope: it may call the hub's helpers
             fault = hub._take_fault(method, path)
+            if fault is not None and fault.stall is not None:
+                hub._release.wait(fault.stall)
+                self.close_connection = True  # no response at all
+                return
             if fault is not None and fault.after:
                 hub._handle(method, path, query, headers, body)  # acted on; the response is then lost
             if fault is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import struct
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from hf_select.card import (
     SIZE_CATEGORIES,
+    CardContext,
     Markdown,
     SelectionCard,
     build_card,
@@ -31,6 +33,7 @@ from hf_select.card import (
     cards_dir,
     fetch_source_card_data,
     render_body,
+    render_card,
     size_category,
     with_repo_id,
 )
@@ -305,6 +308,53 @@ def test_with_repo_id_gives_the_card_built_with_it(selection, with_scores) -> No
         with_repo_id(without, "../etc")
 
 
+@pytest.mark.parametrize("with_scores", [False, True])
+def test_the_context_renders_the_same_card_again(pool, selection, tmp_path, with_scores) -> None:
+    """What push does: the context saved as JSON, loaded back and rendered with a repo id, gives exactly
+    the card built with that repo id."""
+    card = build_card(
+        selection.dataset, selection.record, pool=pool, assets_dir=tmp_path / "a" / "assets", with_scores=with_scores
+    )
+    context = CardContext.from_json(card.context.to_json())
+    assert context == card.context
+    assert str(render_card(context)) == str(card)
+    expected = build_card(
+        selection.dataset, selection.record, pool=pool, assets_dir=tmp_path / "b" / "assets", with_scores=with_scores,
+        repo_id="me/longest",
+    )  # fmt: skip
+    assert str(render_card(context, repo_id="me/longest")) == str(expected)
+    with pytest.raises(InputError, match="repo id"):
+        render_card(context, repo_id="../etc")
+    with pytest.raises(InputError, match="schema_version"):
+        CardContext.from_json('{"schema_version": 99}')
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        [{"path": "/data/pool.jsonl", "sha256": "ab" * 32}],
+        ["/data/pool.jsonl"],
+        {"train": ["/data/pool.jsonl"]},
+    ],
+)
+def test_a_pool_read_from_data_files_is_named_by_its_files(pool, files) -> None:
+    """`load_dataset("json", data_files=...)` names its builder (`json`): the card names the files."""
+    source = {"dataset": "json", "data_files": files, "split": "train", "revision": None}
+    sel = top_k(pool, "n_tokens", 10, source=source)
+    metadata, body = split_card(str(build_card(sel.dataset, sel.record)))
+    assert metadata["pretty_name"] == "pool.jsonl: top-k by n_tokens, 10 rows" and "source_datasets" not in metadata
+    assert "10 rows selected from `/data/pool.jsonl` by hf-select" in body
+    source_row = next(line for line in body.splitlines() if line.startswith("| Source |"))
+    assert source_row.startswith("| Source | `/data/pool.jsonl`") and "read as `json`" in source_row
+    with_sha = isinstance(files, list) and isinstance(files[0], dict)
+    assert ("(sha256 `abababababababab`…)" in source_row) == with_sha
+    two = {"dataset": "json", "data_files": ["a/one.jsonl", "b/two.jsonl"]}
+    sel = top_k(pool, "n_tokens", 10, source=two)
+    metadata, body = split_card(str(build_card(sel.dataset, sel.record)))
+    assert metadata["pretty_name"] == "one.jsonl and 1 more files: top-k by n_tokens, 10 rows"
+    assert "`a/one.jsonl`, `b/two.jsonl`" in body
+
+
 def test_fetch_source_card_data_from_the_hub(fake_hub: FakeHub, selection) -> None:
     repo_id = fake_hub.new_repo_id("source")
     fake_hub.create_repo(repo_id)
@@ -323,6 +373,63 @@ def test_fetch_source_card_data_from_the_hub(fake_hub: FakeHub, selection) -> No
     assert fetch_source_card_data(LOCAL_SOURCE) is None
     assert fetch_source_card_data({"dataset": "embedded:sharegpt"}) is None
     assert fake_hub.count("/api/datasets/") == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# The scorers used, the other score columns, the command chain
+
+IFD_SCORER = {"method": "ifd", "fingerprint": "1" * 16, "config": {"model": "org/model"}, "model": "org/model"}
+
+
+def test_scorers_used_are_described_and_other_score_columns_listed_apart() -> None:
+    rng = np.random.default_rng(0)
+    pool = make_pool().add_column("ifd", rng.uniform(0.2, 1.2, 40).tolist())
+    pool = pool.add_column("prompt_ppl", rng.uniform(1, 9, 40).tolist())  # no scorer entry for it
+    by_tokens = top_k(pool, "n_tokens", 10, source=dict(LOCAL_SOURCE), scorers=[TOKEN_SCORER, IFD_SCORER])
+    _, body = split_card(str(build_card(by_tokens.dataset, by_tokens.record, pool=pool)))
+    outside, _ = scan(body)
+    summary = "\n".join(outside)
+    assert "| Scorer | `token-length`" in summary and "| Scorer | `ifd`" not in summary
+    assert "### Token length" in body and "### Instruction-following difficulty" not in body
+    assert (
+        "| Other score columns in this subset | `ifd` (from `ifd`), `prompt_ppl`; not used by this selection |" in body
+    )
+    assert check_tables(outside) >= 4  # the summary table keeps its shape
+    # selected by IFD: both scorers are used (the token counts make the token budget and statistics)
+    by_ifd = top_k(pool, "ifd", 10, source=dict(LOCAL_SOURCE), scorers=[TOKEN_SCORER, IFD_SCORER])
+    _, body = split_card(str(build_card(by_ifd.dataset, by_ifd.record, pool=pool)))
+    assert "| Scorer | `ifd`: model `org/model`, revision not pinned |" in body
+    assert "### Instruction-following difficulty (IFD)" in body
+    assert "| Other score columns in this subset | `prompt_ppl`; not used by this selection |" in body
+    # nothing else to list: no row
+    plain = top_k(make_pool(), "n_tokens", 10, source=dict(LOCAL_SOURCE), scorers=[TOKEN_SCORER])
+    assert "Other score columns" not in str(build_card(plain.dataset, plain.record))
+
+
+def test_the_card_shows_the_cli_chain_from_the_source(tmp_path: Path, tiny_tokenizer: str) -> None:
+    """score, cluster, select with the real CLI: the card's command block is the three commands, in order."""
+    from hf_select.cli import main
+
+    rng = np.random.default_rng(1)
+    rows = [{"conversations": conversation(i), "embedding": rng.normal(i % 3 * 10, 1, 4).tolist()} for i in range(30)]
+    pool_file = tmp_path / "pool.jsonl"
+    pool_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    scored, clustered, out = tmp_path / "scored", tmp_path / "clustered", tmp_path / "longest"
+    commands = [
+        ["score", str(pool_file), "--method", "token-length", "--tokenizer", tiny_tokenizer, "-o", str(scored)],
+        ["cluster", str(scored), "--column", "embedding", "--n-clusters", "3", "--seed", "0", "-o", str(clustered)],
+        ["select", str(clustered), "--method", "within-clusters", "--cluster-column", "cluster", "--column",
+         "n_tokens", "--budget", "6", "-o", str(out)],
+    ]  # fmt: skip
+    for argv in commands:
+        assert main(argv) == 0
+    _, body = split_card((out / "README.md").read_text(encoding="utf-8"))
+    _, blocks = scan(body)
+    assert block(blocks, "bash").splitlines() == [shlex.join(["hf-select", *argv]) for argv in commands]
+    assert "With the command line, from the source dataset (each command reads what the one before it wrote):" in body
+    summary = "\n".join(scan(body)[0])
+    assert "| Clustering | `kmeans`: 3 clusters of `embedding`, seed 0 |" in summary
+    assert "Other score columns" not in summary  # `embedding` was used, by the clustering
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 # HF_ENDPOINT & co. must be set before huggingface_hub/datasets are imported (tests/conftest.py does it;
 # start_session_hub() is idempotent, so the module also runs on its own).
@@ -27,7 +30,15 @@ from huggingface_hub import DatasetCard, HfApi  # noqa: E402
 import hf_select.save  # noqa: E402
 from hf_select import select  # noqa: E402
 from hf_select.cli import main  # noqa: E402
-from hf_select.push import PushConflictError, PushError, push_folder, push_selection  # noqa: E402
+from hf_select.errors import InputError  # noqa: E402
+from hf_select.push import (  # noqa: E402
+    PushConflictError,
+    PushError,
+    PushTimeoutError,
+    plan_folder,
+    push_folder,
+    push_selection,
+)
 from hf_select.save import save_selection  # noqa: E402
 
 FAST = 0.001  # backoff base in seconds: retries in tests take milliseconds
@@ -335,6 +346,248 @@ def test_cli_push_end_to_end(fake_hub: FakeHub, tmp_path: Path, capsys: pytest.C
 
     assert main(["push", str(tmp_path / "missing"), "--repo-id", repo_id]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- timeouts
+def _within(seconds: float, fn: Callable[[], Any]) -> Any:
+    """`fn()`'s result or exception, failing the test if it has not returned after `seconds` (a hang)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as err:  # handed to the test below
+            box["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still waiting after {seconds} s: the request is not bounded"
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def test_a_commit_never_answered_times_out_naming_the_step(fake_hub: FakeHub, tmp_path: Path) -> None:
+    repo_id, second, head, files = _existing(fake_hub, tmp_path)
+    fake_hub.stall_next("/commit/", times=None, seconds=30)
+    start = time.monotonic()
+    with pytest.raises(PushTimeoutError) as exc:
+        _within(20, lambda: push_folder(second, repo_id, timeout=0.5, max_retries=2, backoff_base=FAST))
+    message = str(exc.value)
+    assert "the commit" in message and "timed out" in message and "0.5 s" in message and "3 attempts" in message
+    assert time.monotonic() - start < 15
+    assert fake_hub.count("/commit/", "POST") == 3  # retried within the retry policy
+    assert fake_hub.head(repo_id) == head and fake_hub.files(repo_id) == files
+
+
+def test_a_commit_stalled_once_is_retried(fake_hub: FakeHub, tmp_path: Path) -> None:
+    repo_id, second, head, _ = _existing(fake_hub, tmp_path)
+    fake_hub.stall_next("/commit/", seconds=30)
+    info = _within(20, lambda: push_folder(second, repo_id, timeout=0.5, backoff_base=FAST))
+    commits = fake_hub.commits(repo_id)
+    assert fake_hub.count("/commit/", "POST") == 2 and commits[-2]["sha"] == head and commits[-1]["sha"] == info.oid
+
+
+def test_reading_the_repo_times_out_and_creates_nothing(fake_hub: FakeHub, tmp_path: Path) -> None:
+    repo_id = fake_hub.new_repo_id("stall")
+    folder = _folder(tmp_path)
+    fake_hub.stall_next(f"/api/datasets/{repo_id}", times=None, method="GET", seconds=30)
+    with pytest.raises(PushTimeoutError, match=r"reading the repo for .* timed out") as exc:
+        _within(20, lambda: push_folder(folder, repo_id, timeout=0.3, max_retries=0))
+    assert "1 attempt)" in str(exc.value) and not fake_hub.repo_exists(repo_id)
+
+
+def test_cli_timeout_option(fake_hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo_id, second, head, _ = _existing(fake_hub, tmp_path)
+    fake_hub.stall_next("/commit/", seconds=60)  # without --timeout, the default (120 s) outlasts the test
+    assert _within(30, lambda: main(["push", str(second), "--repo-id", repo_id, "--timeout", "0.5"])) == 0
+    assert fake_hub.count("/commit/", "POST") == 2 and fake_hub.commits(repo_id)[-2]["sha"] == head
+    assert fake_hub.commits(repo_id)[-1]["sha"] in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------- refused early
+def test_a_token_in_a_row_is_refused_before_any_request(fake_hub: FakeHub, tmp_path: Path) -> None:
+    pool = Dataset.from_dict({"text": ["fine", f"my token is {FAKE_TOKEN}"], "n_tokens": [1.0, 2.0]})
+    sel = select.top_k(pool, "n_tokens", 2)
+    folder = save_selection(sel.dataset, tmp_path / "leaky", sel.record)
+    repo_id = fake_hub.new_repo_id("leak")
+    with pytest.raises(PushError, match="contains your Hugging Face token"):
+        push_folder(folder, repo_id)
+    assert fake_hub.requests == [] and not fake_hub.repo_exists(repo_id)
+
+
+def test_an_invalid_card_creates_no_repo(fake_hub: FakeHub, tmp_path: Path) -> None:
+    folder = _folder(tmp_path, readme="---\nlicense: [unclosed\n---\n# Card\n")
+    repo_id = fake_hub.new_repo_id("yaml")
+    with pytest.raises(InputError, match="invalid YAML"):
+        push_folder(folder, repo_id)
+    assert fake_hub.requests == [] and not fake_hub.repo_exists(repo_id)
+    # metadata the Hub rejects: refused by its validation, before the repo is created
+    fake_hub.fail_next("/api/validate-yaml", 400, body={"errors": [{"message": "license must be a license id"}]})
+    with pytest.raises(PushError, match="license must be a license id"):
+        push_folder(_folder(tmp_path, "hub-rejects"), repo_id)
+    assert not fake_hub.repo_exists(repo_id) and fake_hub.count("/api/repos/create") == 0
+
+
+def test_a_failed_upload_leaves_no_new_repo(fake_hub: FakeHub, tmp_path: Path) -> None:
+    repo_id = fake_hub.new_repo_id("upload")
+    fake_hub.fail_next("/preupload/", 403, body={"error": "uploads are disabled"})
+    with pytest.raises(PushError, match="HTTP 403") as exc:
+        push_folder(_folder(tmp_path), repo_id, backoff_base=FAST)
+    assert "created was deleted" in str(exc.value)
+    assert fake_hub.count("/api/repos/create") == 1 and not fake_hub.repo_exists(repo_id)
+    # an existing repo is never deleted: it is left as it was
+    repo_id, second, head, files = _existing(fake_hub, tmp_path)
+    fake_hub.fail_next("/preupload/", 403)
+    with pytest.raises(PushError, match="HTTP 403"):
+        push_folder(second, repo_id, backoff_base=FAST)
+    assert fake_hub.head(repo_id) == head and fake_hub.files(repo_id) == files
+
+
+def test_xet_failure_is_a_clean_error(
+    fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With Xet on (the default off this test set-up), the real hf_xet client asks the fake Hub for a Xet
+    write token, which it does not serve: the upload fails outside HTTP, in hf_xet."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
+    repo_id = fake_hub.new_repo_id("xet")
+    folder = _folder(tmp_path)
+    capsys.readouterr()
+    assert main(["push", str(folder), "--repo-id", repo_id]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("[fake-hub]")]
+    assert len(err) == 1 and err[0].startswith("hf-select: error: uploading the files of")
+    assert "Xet storage" in err[0] and "HF_HUB_DISABLE_XET=1" in err[0]
+    assert not fake_hub.repo_exists(repo_id)
+
+
+@pytest.mark.parametrize("bad", ["not a repo", "a/b/c", "../etc", "me/x--y", "me/", "/name", "me/" + "n" * 200])
+def test_invalid_repo_ids_are_clean_errors(
+    fake_hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    folder = _folder(tmp_path)
+    fake_hub.clear_log()
+    capsys.readouterr()  # progress bars of the parquet writer
+    with pytest.raises(InputError, match="invalid Hub repo id"):
+        push_folder(folder, bad)
+    assert main(["push", str(folder), "--repo-id", bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hf-select: error: invalid Hub repo id") and len(err.strip().splitlines()) == 1
+    assert fake_hub.requests == []
+
+
+def test_links_that_leave_the_folder_are_refused(fake_hub: FakeHub, tmp_path: Path) -> None:
+    secret = tmp_path / "outside" / "id_rsa"
+    secret.parent.mkdir()
+    secret.write_text("PRIVATE KEY\n")
+    repo_id = fake_hub.new_repo_id("links")
+    for name, target in (("notes.txt", secret), ("assets/more", secret.parent)):
+        folder = _folder(tmp_path, f"sel-{name.replace('/', '-')}")
+        (folder / name).symlink_to(target)
+        fake_hub.clear_log()
+        with pytest.raises(InputError, match="outside"):
+            push_folder(folder, repo_id)
+        with pytest.raises(InputError, match="outside"):
+            plan_folder(folder, repo_id)
+        assert fake_hub.requests == [] and not fake_hub.repo_exists(repo_id)
+    # a link that stays inside the folder is uploaded as the file it points to
+    folder = _folder(tmp_path, "inside")
+    (folder / "record-link.json").symlink_to(folder / "selection.json")
+    push_folder(folder, repo_id)
+    files = fake_hub.files(repo_id)
+    assert files["record-link.json"] == (folder / "selection.json").read_bytes()
+    assert "card.json" not in files and "id_rsa" not in "".join(files)
+
+
+def test_a_broken_card_context_is_a_clean_error(fake_hub: FakeHub, tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    context = json.loads((folder / "card.json").read_text())
+    repo_id = fake_hub.new_repo_id("context")
+    fake_hub.clear_log()
+    for broken in ("{not json", json.dumps({**context, "stats": [{"column": "x"}]}), json.dumps({"schema_version": 1})):
+        (folder / "card.json").write_text(broken)
+        with pytest.raises(InputError, match="card.json"):
+            push_folder(folder, repo_id)
+    assert fake_hub.requests == []
+    # written again without a card: the stale context goes, and the folder's own README.md is pushed
+    sel = select.top_k(_pool(), "n_tokens", 10)
+    save_selection(sel.dataset, folder, sel.record, card=False)
+    (folder / "README.md").write_text("---\nlicense: mit\n---\n# By hand\n")
+    assert not (folder / "card.json").exists()
+    push_folder(folder, repo_id)
+    assert DatasetCard(fake_hub.files(repo_id)["README.md"].decode()).text.strip() == "# By hand"
+
+
+# ---------------------------------------------------------------------------------------------- push options
+def test_push_options_columns_scores_license_config_split(fake_hub: FakeHub, tmp_path: Path) -> None:
+    folder = _folder(tmp_path)  # with scores/
+    repo_id = fake_hub.new_repo_id("options")
+    push_folder(
+        folder, repo_id, drop_columns=["n_tokens"], keep_scores=False, license="apache-2.0",
+        config_name="longest", split="validation",
+    )  # fmt: skip
+    files = fake_hub.files(repo_id)
+    assert sorted(p for p in files if p.endswith(".parquet")) == ["data/validation-00000-of-00001.parquet"]
+    assert "card.json" not in files
+    card = DatasetCard(files["README.md"].decode())
+    assert card.data.license == "apache-2.0"
+    assert card.data.configs == [
+        {"config_name": "longest", "data_files": [{"split": "validation", "path": "data/validation-*"}]}
+    ]
+    assert f"load_dataset({repo_id!r}, 'longest', split='validation')" in card.text and "'scores'" not in card.text
+    sample = card.text[card.text.index("````json") if "````json" in card.text else card.text.index("```json") :]
+    assert '"n_tokens"' not in sample.split("</details>")[0]  # the sample row has no dropped column either
+    cache = tmp_path / "cache-options"
+    loaded = load_dataset(repo_id, "longest", split="validation", cache_dir=str(cache))
+    subset = pq.read_table(folder / "data" / "train-00000-of-00001.parquet").drop_columns(["n_tokens"])
+    assert loaded.to_list() == subset.to_pylist() and "n_tokens" not in loaded.column_names
+
+    with pytest.raises(InputError, match="no such column"):
+        push_folder(folder, repo_id, drop_columns=["nope"])
+    with pytest.raises(InputError, match="license"):
+        push_folder(folder, repo_id, license="not a license")
+    with pytest.raises(InputError, match="config name"):
+        push_folder(folder, repo_id, config_name="bad name")
+    with pytest.raises(InputError, match="scores"):
+        push_folder(folder, repo_id, config_name="scores")
+    with pytest.raises(InputError, match="timeout"):
+        push_folder(folder, repo_id, timeout=0)
+
+
+def test_cli_push_options_in_the_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _folder(tmp_path)
+    argv = ["push", str(folder), "--repo-id", "me/longest", "--dry-run", "--drop-columns", "n_tokens",
+            "--no-keep-scores", "--license", "mit", "--config-name", "longest", "--split", "test"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "license: mit" in out and "config_name: longest" in out and "path: data/test-*" in out
+    assert "data/test-00000-of-00001.parquet" in out and "scores/" not in out and "card.json" not in out
+    pool = Dataset.from_dict({"id": ["row-a", "row-b"], "n_tokens": [1.0, 2.0]})
+    sel = select.top_k(pool, "n_tokens", 1)
+    with_ids = save_selection(sel.dataset, tmp_path / "ids", sel.record)
+    assert "(id row-b)" in (with_ids / "README.md").read_text()
+    readme, _ = plan_folder(with_ids, "me/longest", drop_columns=["id"])
+    assert "(id row-b)" not in readme and '"row-b"' not in readme  # a dropped id leaves the sample's title too
+    assert "load_dataset('me/longest', 'longest', split='test')" in out
+
+
+def test_push_renders_the_card_from_its_context(fake_hub: FakeHub, tmp_path: Path) -> None:
+    """The folder's card has the placeholder; the pushed one is the card built for the repo, rendered again
+    from `card.json` (not the README edited)."""
+    from hf_select.card import build_card
+
+    pool = _pool()
+    sel = select.top_k(pool, "n_tokens", 10)
+    folder = save_selection(sel.dataset, tmp_path / "ctx", sel.record, pool=pool)
+    assert "<namespace>/<dataset-name>" in (folder / "README.md").read_text()
+    (folder / "README.md").write_text("---\nlicense: mit\n---\n# edited by hand\n")  # ignored: the context wins
+    repo_id = fake_hub.new_repo_id("ctx")
+    push_folder(folder, repo_id)
+    pushed = DatasetCard(fake_hub.files(repo_id)["README.md"].decode())
+    expected = build_card(sel.dataset, sel.record, pool=pool, repo_id=repo_id, assets_dir=tmp_path / "again" / "assets")
+    assert pushed.text.strip() == expected.text.strip() and pushed.data.to_dict() == expected.data.to_dict()
 
 
 # ---------------------------------------------------------------------------------------------- real Hub

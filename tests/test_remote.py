@@ -276,3 +276,37 @@ def test_vllm_failures(tiny_model: str) -> None:
             VLLMBackend(srv.url, tok, model="other").nll(rows)
         VLLMBackend(srv.url, tok, model="tiny", api_key="vllm-key").nll(rows)
         assert "Bearer vllm-key" in srv.auth
+
+
+def test_remote_options_are_scorer_fields_kept_out_of_records(tiny_model: str) -> None:
+    """timeout, max_concurrency, max_retries and token configure the backend, never the fingerprint, the
+    record or the repr; a worker still receives them (pickled only when set)."""
+    import pickle
+
+    from datasets.fingerprint import Hasher
+
+    from hf_select import progress
+
+    plain = CrossEntropyScorer(model=tiny_model, backend="tgi", endpoint="http://127.0.0.1:9")
+    tuned = CrossEntropyScorer(
+        model=tiny_model, backend="tgi", endpoint="http://127.0.0.1:9", timeout=3.0, max_concurrency=2,
+        max_retries=1, token="secret-token",
+    )  # fmt: skip
+    assert tuned.fingerprint() == plain.fingerprint() and tuned.config() == plain.config()
+    assert "secret-token" not in repr(tuned) and "secret-token" not in str(tuned.describe())
+    assert Hasher.hash(tuned) != Hasher.hash(plain)  # set runtime options travel in the pickled state
+    copy = pickle.loads(pickle.dumps(tuned))
+    assert (copy.timeout, copy.max_concurrency, copy.max_retries, copy.token) == (3.0, 2, 1, "secret-token")
+    with TGIServer(tiny_model, delay=0.05) as srv:
+        options = {"backend": "tgi", "endpoint": srv.url, "template": "chat", "max_concurrency": 2}
+        scorer = CrossEntropyScorer(model=tiny_model, **options)
+        engine = scorer.resources().engine
+        assert (engine.max_concurrency, engine.timeout) == (2, 120.0)
+        steps: list[progress.Step] = []
+        stop = progress.listen(steps.append)
+        try:
+            dataset().map(scorer, batched=True)
+        finally:
+            stop()
+        assert srv.max_in_flight <= 2
+        assert len(steps) == srv.requests  # progress moves per request

@@ -234,3 +234,14 @@ def test_a_token_budget_underfilled_by_more_than_a_row_warns_and_records_why() -
         warnings.simplefilter("error")
         full = select.top_k(ds, "n_tokens", "25 tokens", largest=False)  # 5 short: less than a row's worth
     assert "note" not in full.record.budget["achieved"]
+
+
+def test_scorer_map_adds_the_scorer_to_the_pools_provenance(tmp_path: Path, tiny_tokenizer: str) -> None:
+    from hf_select import TokenLengthScorer
+
+    path = tmp_path / "pool.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"q{i}", "response": "a" * (i + 1)}) + "\n" for i in range(6)))
+    scorer = TokenLengthScorer(tokenizer=tiny_tokenizer)
+    scored = scorer.map(load_pool(str(path)).dataset)
+    record = select.top_k(scored, "n_tokens", 2).record
+    assert record.source["dataset"] == str(path) and record.scorers == [scorer.describe()]

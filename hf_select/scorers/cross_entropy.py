@@ -3,29 +3,27 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
+from ..encoding import Units
 from ..engine import TargetNLL
 from ..errors import InputError
 from .lm import LMResources, LMScorer
 
 
-def ce_and_ppl(
-    rows: Sequence[int], stats: Sequence[TargetNLL], errors: list[str | None]
-) -> tuple[list[float | None], list[float | None]]:
-    """Per-row mean NLL and its exponential from engine results for `rows` (None elsewhere); a row the
-    backend could not score gets its reason in `errors` instead."""
-    ce: list[float | None] = [None] * len(errors)
-    ppl: list[float | None] = [None] * len(errors)
-    for i, s in zip(rows, stats, strict=True):
-        if s.error is not None:
-            errors[i] = s.error
-            continue
-        ce[i] = s.mean
-        ppl[i] = math.exp(s.mean) if s.mean < 700 else math.inf  # exp overflows past ~709
-    return ce, ppl
+def ce_and_ppl(stats: Sequence[TargetNLL]) -> tuple[list[float | None], list[float | None], list[str | None]]:
+    """Per-row mean NLL, its exponential (None where the row failed) and the reason a row the backend could
+    not score failed (None elsewhere), from engine results."""
+    ce: list[float | None] = [None] * len(stats)
+    ppl: list[float | None] = [None] * len(stats)
+    errors: list[str | None] = [s.error for s in stats]
+    for k, s in enumerate(stats):
+        if s.error is None:
+            ce[k] = s.mean
+            ppl[k] = math.exp(s.mean) if s.mean < 700 else math.inf  # exp overflows past ~709
+    return ce, ppl, errors
 
 
 @dataclass(kw_only=True)
@@ -46,6 +44,8 @@ class CrossEntropyScorer(LMScorer):
     """
 
     shift: bool = True
+    """False reproduces the study's missing one-token shift (token t scored with the logits at t): only to
+    reproduce it."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -56,8 +56,6 @@ class CrossEntropyScorer(LMScorer):
     score_columns: ClassVar[tuple[str, ...]] = ("ce", "ppl")
     error_column: ClassVar[str] = "ce_error"
 
-    def score(self, batch: Mapping[str, Sequence[Any]], resources: LMResources) -> tuple[dict[str, list], list]:
-        kept, units, errors = self.units(batch, resources.encoder)
-        stats = resources.engine.nll(units, shift=self.shift, batch_tokens=self.batch_tokens)
-        ce, ppl = ce_and_ppl(kept, stats, errors)
+    def compute(self, units: list[Units], resources: LMResources) -> tuple[dict[str, list], list[str | None]]:
+        ce, ppl, errors = ce_and_ppl(resources.engine.nll(units, shift=self.shift, batch_tokens=self.batch_tokens))
         return {"ce": ce, "ppl": ppl}, errors

@@ -37,15 +37,15 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from ..conversation import RowError, detect_format, split_last
-from ..encoding import ConversationEncoder
+from ..conversation import RowError, Turn, detect_format, split_last
+from ..encoding import ConversationEncoder, Units
 from ..engine import LocalEngine, default_batch_tokens, micro_batches
 from ..errors import InputError, load_error_reason
 from ..tokenizer import load_tokenizer, model_provenance
@@ -112,40 +112,22 @@ def mean_hidden(engine: Any, sequences: Sequence[Sequence[int]], batch_tokens: i
     return out
 
 
-def rendered_pairs(
-    scorer: LMScorer, batch: Mapping[str, Sequence[Any]], encoder: ConversationEncoder
-) -> tuple[list[int], list[tuple[str, str]], list[str | None]]:
-    """(indices of the rows that render, their (prompt, last response) texts, per-row errors for the batch)."""
-    errors: list[str | None] = []
-    kept, pairs = [], []
-    for i, turns in enumerate(scorer.conversations(batch)):
-        errors.append(None)
-        try:
-            if isinstance(turns, RowError):
-                raise turns
-            history, response = split_last(turns)
-            pairs.append(encoder.render(history, response))
-            kept.append(i)
-        except RowError as err:
-            errors[i] = err.reason
-    return kept, pairs, errors
+class _PromptAndResponse:
+    """The row loop's steps shared by the embedding and prompt-perplexity scorers: each row is rendered to
+    its (prompt, last response) texts; `token_ids` encodes them to the ids of the prompt (`"instruction"`)
+    or of the whole conversation (`"conversation"`), cut to `max_length`."""
 
+    max_length: int
 
-def text_sequences(
-    scorer: LMScorer, batch: Mapping[str, Sequence[Any]], encoder: ConversationEncoder, text: TextName
-) -> tuple[list[int], list[list[int]], list[str | None]]:
-    """(indices of the rows that encode, their token ids: the prompt (`text="instruction"`) or the prompt
-    and the last response (`"conversation"`), cut to `scorer.max_length`; per-row errors for the batch)."""
-    kept, pairs, errors = rendered_pairs(scorer, batch, encoder)
-    rows, sequences = [], []
-    for i, (prompt_ids, response_ids) in zip(kept, encoder.encode(pairs), strict=True):
-        ids = prompt_ids if text == "instruction" else prompt_ids + response_ids
-        if not ids:
-            errors[i] = "the text to embed has no tokens"
-            continue
-        rows.append(i)
-        sequences.append(ids[: scorer.max_length])
-    return rows, sequences, errors
+    def prepare(self, turns: list[Turn], resources: Any) -> tuple[str, str]:
+        return resources.encoder.render(*split_last(turns))
+
+    def token_ids(self, pairs: list[tuple[str, str]], encoder: ConversationEncoder, text: TextName) -> list[Any]:
+        out: list[Any] = []
+        for prompt_ids, response_ids in encoder.encode(pairs):
+            ids = prompt_ids if text == "instruction" else prompt_ids + response_ids
+            out.append(ids[: self.max_length] if ids else RowError("the text to embed has no tokens"))
+        return out
 
 
 @dataclass
@@ -156,7 +138,7 @@ class EmbeddingResources:
 
 
 @dataclass(kw_only=True)
-class EmbeddingScorer(LMScorer):
+class EmbeddingScorer(_PromptAndResponse, LMScorer):
     """Adds `embedding` (float32 vector per row; all NaN where the row fails) and `embedding_error`.
 
     `model`: a causal LM (`kind="lm"`) or a sentence-transformers model (`kind="sentence-transformers"`).
@@ -168,8 +150,11 @@ class EmbeddingScorer(LMScorer):
     """
 
     kind: Kind = "lm"
+    """`lm`: mean last hidden layer of a causal LM; `sentence-transformers`: that library's model."""
     text: TextName = "conversation"
+    """What is embedded: the whole `conversation`, or the `instruction` (the rendered prompt)."""
     normalize: bool = False
+    """Scale every vector to unit L2 norm."""
 
     method: ClassVar[str] = "embed"
     score_columns: ClassVar[tuple[str, ...]] = ()
@@ -238,45 +223,35 @@ class EmbeddingScorer(LMScorer):
         return info
 
     # --- what is embedded ------------------------------------------------------------------------------
-    def texts(
-        self, batch: Mapping[str, Sequence[Any]], encoder: ConversationEncoder
-    ) -> tuple[list[int], list[tuple[str, str]], list[str | None]]:
-        return rendered_pairs(self, batch, encoder)
-
-    def sequences(
-        self, batch: Mapping[str, Sequence[Any]], encoder: ConversationEncoder
-    ) -> tuple[list[int], list[list[int]], list[str | None]]:
-        return text_sequences(self, batch, encoder, self.text)
-
-    # --- scoring ---------------------------------------------------------------------------------------
-    def score(
-        self, batch: Mapping[str, Sequence[Any]], resources: EmbeddingResources
-    ) -> tuple[dict[str, np.ndarray], list[str | None]]:
-        n = len(next(iter(batch.values()))) if batch else 0
-        vectors = np.full((n, resources.dim), np.nan, dtype=np.float32)
+    def encode(self, prepared: list[tuple[str, str]], resources: EmbeddingResources) -> list[Any]:
+        """Token ids (`kind="lm"`) or the text (sentence-transformers) to embed, per row."""
         if self.kind == "lm":
-            kept, sequences, errors = self.sequences(batch, resources.encoder)
-            if kept:
-                vectors[kept] = mean_hidden(resources.engine, sequences, self.batch_tokens)
+            return self.token_ids(prepared, resources.encoder, self.text)
+        return [p if self.text == "instruction" else p + r for p, r in prepared]
+
+    def compute(
+        self, units: list[Any], resources: EmbeddingResources
+    ) -> tuple[dict[str, np.ndarray], list[str | None]]:
+        if self.kind == "lm":
+            vectors = mean_hidden(resources.engine, units, self.batch_tokens)
+        elif units:
+            per_batch = max(1, (self.batch_tokens or 32768) // max(1, resources.engine.max_seq_length or 512))
+            vectors = resources.engine.encode(
+                units, batch_size=per_batch, convert_to_numpy=True, normalize_embeddings=False,
+                show_progress_bar=False,
+            ).astype(np.float32, copy=False)  # fmt: skip
         else:
-            kept, pairs, errors = self.texts(batch, resources.encoder)
-            texts = [p if self.text == "instruction" else p + r for p, r in pairs]
-            if kept:
-                per_batch = max(1, (self.batch_tokens or 32768) // max(1, resources.engine.max_seq_length or 512))
-                vectors[kept] = resources.engine.encode(
-                    texts, batch_size=per_batch, convert_to_numpy=True, normalize_embeddings=False,
-                    show_progress_bar=False,
-                ).astype(np.float32, copy=False)  # fmt: skip
-        for i in kept:
-            if not np.isfinite(vectors[i]).all():
-                errors[i] = "the model produced a non-finite hidden state"
-        if self.normalize and kept:
-            norms = np.linalg.norm(vectors[kept].astype(np.float64), axis=1)
-            for i, norm in zip(kept, norms, strict=True):
-                if errors[i] is None and norm == 0:
-                    errors[i] = "zero embedding: cannot normalise"
+            vectors = np.empty((0, resources.dim), dtype=np.float32)
+        errors: list[str | None] = [
+            None if np.isfinite(v).all() else "the model produced a non-finite hidden state" for v in vectors
+        ]
+        if self.normalize and units:
+            norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+            for k, norm in enumerate(norms):
+                if errors[k] is None and norm == 0:
+                    errors[k] = "zero embedding: cannot normalise"
             with np.errstate(divide="ignore", invalid="ignore"):
-                vectors[kept] = (vectors[kept] / norms[:, None]).astype(np.float32)
+                vectors = (vectors / norms[:, None]).astype(np.float32)
         return {"embedding": vectors}, errors
 
 
@@ -314,7 +289,7 @@ def embed_with_model(
 
 
 @dataclass(kw_only=True)
-class PromptPerplexityScorer(LMScorer):
+class PromptPerplexityScorer(_PromptAndResponse, LMScorer):
     """Adds `prompt_ce` (mean next-token NLL of the rendered prompt's own tokens) and `prompt_ppl = exp`.
 
     The prompt is exactly what `EmbeddingScorer(text="instruction")` embeds and what CE/IFD condition on:
@@ -333,14 +308,13 @@ class PromptPerplexityScorer(LMScorer):
         if self.turns != "last":
             raise InputError("turns='all' does not apply to the prompt perplexity")
 
-    def score(self, batch: Mapping[str, Sequence[Any]], resources: LMResources) -> tuple[dict[str, list], list]:
-        kept, sequences, errors = text_sequences(self, batch, resources.encoder, "instruction")
-        rows, units = [], []
-        for i, ids in zip(kept, sequences, strict=True):
-            if len(ids) < 2:
-                errors[i] = "the prompt has a single token: nothing to predict"
-                continue
-            rows.append(i)
-            units.append((ids, [(1, len(ids))]))
-        ce, ppl = ce_and_ppl(rows, resources.engine.nll(units, batch_tokens=self.batch_tokens), errors)
+    def encode(self, prepared: list[tuple[str, str]], resources: LMResources) -> list[Any]:
+        out = self.token_ids(prepared, resources.encoder, "instruction")
+        for k, ids in enumerate(out):
+            if not isinstance(ids, RowError) and len(ids) < 2:
+                out[k] = RowError("the prompt has a single token: nothing to predict")
+        return [ids if isinstance(ids, RowError) else (ids, [(1, len(ids))]) for ids in out]
+
+    def compute(self, units: list[Units], resources: LMResources) -> tuple[dict[str, list], list[str | None]]:
+        ce, ppl, errors = ce_and_ppl(resources.engine.nll(units, batch_tokens=self.batch_tokens))
         return {"prompt_ce": ce, "prompt_ppl": ppl}, errors

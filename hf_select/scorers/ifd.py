@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from ..encoding import assistant_header
+from ..encoding import Units, assistant_header
 from .lm import LMResources, LMScorer
 
 
@@ -31,8 +30,7 @@ class IFDScorer(LMScorer):
     score_columns: ClassVar[tuple[str, ...]] = ("ifd", "ifd_loss_cond", "ifd_loss_direct")
     error_column: ClassVar[str] = "ifd_error"
 
-    def score(self, batch: Mapping[str, Sequence[Any]], resources: LMResources) -> tuple[dict[str, list], list]:
-        kept, units, errors = self.units(batch, resources.encoder)
+    def compute(self, units: list[Units], resources: LMResources) -> tuple[dict[str, list], list[str | None]]:
         header = assistant_header(resources.encoder)
         direct, owners = [], []
         for k, (ids, spans) in enumerate(units):
@@ -51,16 +49,16 @@ class IFDScorer(LMScorer):
             direct_count[owner] += s.count
             if s.error is not None:
                 failed.setdefault(owner, s.error)
-        n = len(errors)
+        n = len(units)
         ifd: list[float | None] = [None] * n
         loss_cond: list[float | None] = [None] * n
         loss_direct: list[float | None] = [None] * n
-        for k, i in enumerate(kept):
+        for k in range(n):
             if k in failed:
-                errors[i] = failed[k]
                 continue
             assert cond[k].count == direct_count[k], "conditioned and direct passes scored different tokens"
-            loss_cond[i] = cond[k].mean
-            loss_direct[i] = direct_sum[k] / direct_count[k]
-            ifd[i] = loss_cond[i] / loss_direct[i] if loss_direct[i] > 0 else float("inf")
+            loss_cond[k] = cond[k].mean
+            loss_direct[k] = direct_sum[k] / direct_count[k]
+            ifd[k] = loss_cond[k] / loss_direct[k] if loss_direct[k] > 0 else float("inf")
+        errors = [failed.get(k) for k in range(n)]
         return {"ifd": ifd, "ifd_loss_cond": loss_cond, "ifd_loss_direct": loss_direct}, errors

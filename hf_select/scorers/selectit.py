@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..conversation import RowError, render_paper_prompt, split_last
+from ..conversation import render_paper_prompt, split_last
 from ..encoding import ConversationEncoder
+from ..engine import Engine
 from ..errors import InputError
 from .lm import LMResources, LMScorer
 
@@ -58,6 +58,18 @@ def sentence_score(token_scores: np.ndarray, alpha: float) -> np.ndarray:
     return token_scores.mean(axis=1) / (1 + alpha * token_scores.std(axis=1))
 
 
+class ModelSet(list[LMResources]):
+    """The resources of every model SelectIT rates with, the main model first (its `encoder` and `engine`)."""
+
+    @property
+    def encoder(self) -> ConversationEncoder:
+        return self[0].encoder
+
+    @property
+    def engine(self) -> Engine:
+        return self[0].engine
+
+
 @dataclass(kw_only=True)
 class SelectITScorer(LMScorer):
     """Adds `selectit`: the sentence-level SelectIT score (model-level with `extra_models`).
@@ -78,8 +90,11 @@ class SelectITScorer(LMScorer):
 
     prompts: tuple[str, ...] = RATING_PROMPTS
     alpha: float = 0.2
+    """Sentence level: `S = mean / (1 + alpha * std)` over the K rating prompts."""
     extra_models: tuple[str, ...] = ()
+    """More models for the model-level score (comma-separated on the command line)."""
     model_weights: tuple[float, ...] | None = None
+    """One weight per model (the model, then extra_models); None: proportional to parameter counts."""
 
     method: ClassVar[str] = "selectit"
     score_columns: ClassVar[tuple[str, ...]] = ("selectit",)
@@ -111,47 +126,53 @@ class SelectITScorer(LMScorer):
                 texts.append(rendered + ANSWER_CUE.lstrip("\n"))
         return texts
 
-    def _model_scores(self, resources: LMResources, batch: Mapping[str, Sequence[Any]]) -> tuple[np.ndarray, list]:
-        """Sentence-level scores of one model (NaN where a row failed) and per-row errors."""
-        encoder = resources.encoder
-        ids_digits = digit_ids(encoder.tokenizer)
-        errors: list[str | None] = []
-        texts: list[str] = []
-        for turns in self.conversations(batch):
-            try:
-                if isinstance(turns, RowError):
-                    raise turns
-                texts.extend(self.rating_texts(encoder, turns))
-                errors.append(None)
-            except RowError as err:
-                errors.append(err.reason)
-        encoded = [encoder.prefix_ids + ids for ids in encoder._ids(texts)]
+    @property
+    def engine_passes(self) -> int:  # type: ignore[override]
+        return 1 + len(self.extra_models)
+
+    def load(self, device: str) -> ModelSet:
+        """The model's resources, then each extra model's (with its own tokenizer), all held together."""
+        main = self.resources_for(self.model, device, self.tokenizer)
+        return ModelSet([main, *(self.resources_for(m, device) for m in self.extra_models)])
+
+    def prepare(self, turns: Any, resources: list[LMResources]) -> list[list[str]]:
+        """The K rating texts of the row, once per model (each model renders with its own tokenizer)."""
+        return [self.rating_texts(r.encoder, turns) for r in resources]
+
+    def encode(self, prepared: list[list[list[str]]], resources: list[LMResources]) -> list[list[Any]]:
+        """Per row and model: the K rating prompts' ids, or why they do not fit `max_length`. A row too long
+        for one model is still rated by the others (their batches hold the rows they can score)."""
         k = len(self.prompts)
-        ok = [i for i, e in enumerate(errors) if e is None]
-        too_long = set()
-        for j, i in enumerate(ok):
-            longest = max(len(x) for x in encoded[j * k : (j + 1) * k])
-            if longest > self.max_length:
-                errors[i] = f"the rating prompt ({longest} tokens) exceeds max_length ({self.max_length})"
-                too_long.add(j)
-        keep = [j for j in range(len(ok)) if j not in too_long]
-        rows = [encoded[j * k + m] for j in keep for m in range(k)]
-        scores = np.full(len(errors), np.nan)
+        out: list[list[Any]] = [[] for _ in prepared]
+        for m, r in enumerate(resources):
+            flat = [text for row in prepared for text in row[m]]
+            encoded = [r.encoder.prefix_ids + ids for ids in r.encoder._ids(flat)]
+            for j in range(len(prepared)):
+                sequences = encoded[j * k : (j + 1) * k]
+                longest = max(len(x) for x in sequences)
+                too_long = f"the rating prompt ({longest} tokens) exceeds max_length ({self.max_length})"
+                out[j].append(too_long if longest > self.max_length else sequences)
+        return out
+
+    def _model_scores(self, m: int, resources: LMResources, units: list[list[Any]]) -> tuple[np.ndarray, list]:
+        """Sentence-level scores of model `m` for the rows (NaN where one failed) and its per-row errors."""
+        ids_digits = digit_ids(resources.encoder.tokenizer)
+        errors = [unit[m] if isinstance(unit[m], str) else None for unit in units]
+        keep = [j for j, e in enumerate(errors) if e is None]
+        rows = [sequence for j in keep for sequence in units[j][m]]
+        scores = np.full(len(units), np.nan)
         if rows:
             logprobs = resources.engine.next_token_logprobs(rows, ids_digits, batch_tokens=self.batch_tokens)
-            sentence = sentence_score(token_score(logprobs).reshape(len(keep), k), self.alpha)
-            scores[[ok[j] for j in keep]] = sentence
+            scores[keep] = sentence_score(token_score(logprobs).reshape(len(keep), len(self.prompts)), self.alpha)
         return scores, errors
 
-    def score(self, batch: Mapping[str, Sequence[Any]], resources: LMResources) -> tuple[dict[str, list], list]:
-        device = getattr(resources.engine, "device", "cpu")
-        every = [resources, *(self.resources_for(m, device) for m in self.extra_models)]
-        results = [self._model_scores(r, batch) for r in every]
-        sizes = [getattr(r.engine, "n_parameters", None) for r in every]
-        if self.model_weights is None and len(every) > 1 and None in sizes:
+    def compute(self, units: list[list[Any]], resources: list[LMResources]) -> tuple[dict[str, list], list]:
+        results = [self._model_scores(m, r, units) for m, r in enumerate(resources)]
+        sizes = [r.engine.n_parameters for r in resources]
+        if self.model_weights is None and len(resources) > 1 and None in sizes:
             raise InputError("model-level SelectIT with a remote backend needs model_weights")
         weights = np.array(self.model_weights or [s or 1 for s in sizes], dtype=np.float64)
         weights /= weights.sum()
         combined = sum(w * r[0] for w, r in zip(weights, results, strict=True))
-        errors = [next((r[1][i] for r in results if r[1][i] is not None), None) for i in range(len(results[0][1]))]
+        errors = [next((r[1][j] for r in results if r[1][j] is not None), None) for j in range(len(units))]
         return {"selectit": [None if e else float(v) for v, e in zip(combined, errors, strict=True)]}, errors

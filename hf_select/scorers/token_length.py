@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..conversation import FormatName, FormatSpec, RowError, batch_turns, detect_format, split_last
+from ..conversation import FormatName, Turn, split_last
 from ..encoding import ConversationEncoder, TemplateName, resolve_template
 from ..tokenizer import load_tokenizer, tokenizer_provenance
 from .base import Scorer
@@ -31,10 +30,16 @@ class TokenLengthScorer(Scorer):
     tokenizer: str
     """A local folder, a Hub model id, or `embedded:smollm2`."""
     revision: str | None = None
+    """Hub revision (branch, tag or commit) of the model and tokenizer."""
     template: TemplateName = "auto"
+    """How a conversation becomes text: `paper` (the study's `Human:`/`Assistant:` format), `chat` (the
+    tokenizer's chat template), `auto` (chat when there is one)."""
     format: FormatName | None = None
+    """The dataset's conversation format; None: detected from its columns."""
     columns: tuple[str, ...] | None = None
+    """The columns that hold the conversation, for `format` (comma-separated on the command line)."""
     trust_remote_code: bool = False
+    """Run code that ships with the model or tokenizer (transformers' `trust_remote_code`)."""
 
     method: ClassVar[str] = "token-length"
     score_columns: ClassVar[tuple[str, ...]] = ("n_tokens_prompt", "n_tokens_response", "n_tokens")
@@ -56,29 +61,12 @@ class TokenLengthScorer(Scorer):
             "template": resolve_template(tokenizer, self.template),
         }
 
-    def format_spec(self, column_names: Sequence[str]) -> FormatSpec:
-        return detect_format(column_names, self.format, self.columns)
+    def prepare(self, turns: list[Turn], resources: ConversationEncoder) -> tuple[str, str]:
+        return resources.render(*split_last(turns))
 
-    def score(
-        self, batch: Mapping[str, Sequence[Any]], resources: ConversationEncoder
-    ) -> tuple[dict[str, list], list[str | None]]:
-        spec = self.format_spec(list(batch))
-        n = len(next(iter(batch.values())))
-        errors: list[str | None] = [None] * n
-        pairs: list[tuple[str, str]] = []
-        ok: list[int] = []
-        for i, turns in enumerate(batch_turns(batch, spec)):
-            try:
-                if isinstance(turns, RowError):
-                    raise turns
-                pairs.append(resources.render(*split_last(turns)))
-                ok.append(i)
-            except RowError as err:
-                errors[i] = err.reason
-        n_prompt, n_response = resources.count(pairs)
-        prompt: list[float | None] = [None] * n
-        response: list[float | None] = [None] * n
-        total: list[float | None] = [None] * n
-        for j, i in enumerate(ok):
-            prompt[i], response[i], total[i] = n_prompt[j], n_response[j], n_prompt[j] + n_response[j]
-        return {"n_tokens_prompt": prompt, "n_tokens_response": response, "n_tokens": total}, errors
+    def compute(
+        self, units: list[tuple[str, str]], resources: ConversationEncoder
+    ) -> tuple[dict[str, list[int]], list[str | None]]:
+        n_prompt, n_response = resources.count(units)
+        total = [p + r for p, r in zip(n_prompt, n_response, strict=True)]
+        return {"n_tokens_prompt": n_prompt, "n_tokens_response": n_response, "n_tokens": total}, [None] * len(units)
