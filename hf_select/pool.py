@@ -104,23 +104,27 @@ def _split_files(folder: Path, files: list[Path]) -> dict[str, list[Path]]:
 
 
 def _json_error(path: Path) -> str | None:
-    """Where a JSON / JSON Lines file stops being valid (line and column), which datasets only logs."""
+    """Where a JSON Lines (or JSON) file stops being valid (line and column), which datasets only logs.
+    JSON Lines are checked line by line, streaming; a file whose first line is not a whole value is a
+    JSON document, parsed whole."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        return f"{err}"
-    try:
-        json.loads(text)
-        return None
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    json.loads(line.rstrip("\r\n"))
+                except json.JSONDecodeError as err:
+                    if number > 1 or err.msg == "Extra data":
+                        return f"line {number}: {err.msg} (column {err.colno})"
+                    break  # a document over several lines: parse it whole below
+            else:
+                return None
+        json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        if err.msg != "Extra data":  # a JSON document (or a first line) broken at this place
-            return f"line {err.lineno}: {err.msg} (column {err.colno})"
-    for number, line in enumerate(text.splitlines(), 1):  # JSON Lines: the first bad line
-        if line.strip():
-            try:
-                json.loads(line)
-            except json.JSONDecodeError as err:
-                return f"line {number}: {err.msg} (column {err.colno})"
+        return f"line {err.lineno}: {err.msg} (column {err.colno})"
+    except (OSError, UnicodeDecodeError) as err:
+        return str(err)
     return None
 
 

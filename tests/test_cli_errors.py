@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from datasets import Dataset, DatasetDict, load_from_disk
+from test_cli import _error  # one `hf-select: error:` line, exit 2, no traceback
 
 from hf_select.cli import main
 
@@ -25,15 +26,6 @@ def _conversation(i: int, words: int = 1) -> dict:
 def _jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
-
-
-def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("hf-select: error: ")
-    return last
 
 
 def _score(source: Path | str, out: Path, tokenizer: str, *extra: str) -> list[str]:
@@ -230,3 +222,25 @@ def test_a_json_conversation_column_scores_and_selects(
     subset = load_selection_folder(tmp_path / "sel")
     assert [c[0]["value"].split()[0] for c in subset["conversations"]] == ["q3", "q5"]  # the two longest
     assert (tmp_path / "sel" / "README.md").read_text().count("mean turns") >= 1
+
+
+def test_every_module_imports_first() -> None:
+    """With `import hf_select` lazy, no module may rely on the package having imported another one first
+    (e.g. `hf_select.cluster` and `hf_select.select` import each other: `hf-select cluster` imports
+    `hf_select.cluster` first)."""
+    import pkgutil
+
+    import hf_select
+
+    names = [m.name for m in pkgutil.walk_packages(hf_select.__path__, "hf_select.") if m.name != "hf_select.__main__"]
+    probe = (
+        "import importlib, sys\nfailed = []\n"
+        f"for name in {names!r}:\n"
+        "    for loaded in [m for m in sys.modules if m == 'hf_select' or m.startswith('hf_select.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n        importlib.import_module(name)\n"
+        "    except ImportError as err:\n        failed.append(f'{name}: {err}')\n"
+        "print(failed)"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert len(names) > 30 and proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout + proc.stderr[-2000:]

@@ -151,3 +151,11 @@ def test_the_demo_pool_limit_is_recorded_by_load_pool(tmp_path: Path) -> None:
     assert ds["instruction"] == [f"do {i}" for i in range(4)]
     assert source["limit"] == 4 and source["num_rows"] == 4 and source["fingerprint"] == ds._fingerprint
     assert len(load_pool(str(path), limit=100).dataset) == 10
+
+
+def test_a_selector_given_a_dataset_dict_names_its_splits() -> None:
+    """`select.top_k(load_dataset("json", data_files=...))` without `split=` gives a DatasetDict: the error
+    names its splits (it used to say "score column 'n' is not in the dataset; it has {'train': ['n'], ...}")."""
+    one = Dataset.from_dict({"n": [1.0, 2.0]})
+    with pytest.raises(InputError, match=r"pick a split first \(it has \['train', 'test'\]\), e.g. pool\['train'\]"):
+        select.top_k(DatasetDict({"train": one, "test": one}), "n", 1)

@@ -124,7 +124,7 @@ class Selector(ABC):
         if not isinstance(pool, Dataset):
             hint = ""
             if isinstance(pool, Mapping):
-                hint = ": pick a split first, e.g. pool['train']"
+                hint = f": pick a split first (it has {list(pool)}), e.g. pool[{next(iter(pool), 'train')!r}]"
             elif type(pool).__name__ == "IterableDataset":  # a selector needs every row's score at once
                 hint = ": a streaming dataset must be scored and saved first (score it, then load the saved pool)"
             raise InputError(f"{self.method} selects from a datasets.Dataset, got {type(pool).__name__}{hint}")
