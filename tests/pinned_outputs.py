@@ -12,6 +12,7 @@ sha256 of its rows (as JSON lines), the record and the card as text.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import sys
@@ -109,13 +110,24 @@ def _selections(scored: Any, clustered: Any, source: dict, scorers: list) -> dic
         "zip-repr-tokens": lambda: select.zip_select(
             scored, "15k tokens", k1=40, k2=8, k3=3, text="repr", workers=1, **common
         ),
-        "diverseevol": lambda: select.diverse_evol(
-            scored, init=5, n_query=4, rounds=2, seed=0, train_step=evol_train, embed=evol_embed, **common
+        "diverseevol": lambda: _with_clock(
+            lambda: select.diverse_evol(
+                scored, init=5, n_query=4, rounds=2, seed=0, train_step=evol_train, embed=evol_embed, **common
+            )
         ),
         "pre-experience": lambda: select.pre_experience_subset(
             scored, embedding_column="embedding", n_clusters=4, ppl_column="prompt_ppl", per_cluster=3, **common
         ),
     }
+
+
+def _with_clock(make: Callable[[], Any]) -> Any:
+    """Run `make` with DiverseEvol's clock ticking one second per reading: its recorded timings (and the card
+    cell that cuts their JSON at a fixed length) are then the same on a fast or a loaded machine."""
+    from unittest import mock
+
+    with mock.patch("hf_select.select.diverse_evol.perf_counter", side_effect=itertools.count().__next__):
+        return make()
 
 
 def generate(tmp: Path) -> dict[str, dict[str, str]]:

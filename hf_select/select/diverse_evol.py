@@ -30,9 +30,9 @@ Example:
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from time import perf_counter
 from typing import Any, Literal
 
 import numpy as np
@@ -361,11 +361,11 @@ class DiverseEvol(Selector):
         history: list[dict[str, Any]] = []
         for r in range(rounds):
             trained_on = np.sort(np.asarray(order, dtype=np.int64))
-            t0 = time.perf_counter()
+            t0 = perf_counter()
             state = self.train_step(state, pool.select(trained_on))
-            t1 = time.perf_counter()
+            t1 = perf_counter()
             X = np.asarray(self.embed(state, pool), dtype=np.float32)
-            t2 = time.perf_counter()
+            t2 = perf_counter()
             if X.ndim != 2 or X.shape[0] != n:
                 raise InputError(f"embed returned shape {X.shape}: expected one vector per pool row ({n}, dim)")
             usable = np.flatnonzero(np.isfinite(X).all(axis=1))
@@ -393,7 +393,7 @@ class DiverseEvol(Selector):
                     "picks": picks.tolist(),
                     "train_seconds": round(t1 - t0, 3),
                     "embed_seconds": round(t2 - t1, 3),
-                    "select_seconds": round(time.perf_counter() - t2, 3),
+                    "select_seconds": round(perf_counter() - t2, 3),
                 }
             )
         details = {"init_rows": start.tolist(), "round_details": history}
