@@ -299,3 +299,30 @@ def test_snippet_without_a_recorded_source_says_so() -> None:
     sel.record.source = {k: v for k, v in sel.record.source.items() if k != "dataset"}
     snippet = python_snippet(sel.record)
     assert "load_pool('None')" not in snippet and "the record names no dataset or path" in snippet
+
+
+def test_a_crafted_config_key_never_becomes_code(pool: tuple[Dataset, dict[str, Any]], tmp_path: Any) -> None:
+    """Scorer and clustering config keys reach the card's Python: a key that is not a field of the class the
+    entry names (e.g. code smuggled into a scored folder's `hf_select.json`) is refused, by the card and by
+    `hf-select select`, before anything is written."""
+    from hf_select import InputError
+    from hf_select.cli import main
+
+    ds, source = pool
+    crafted = "tokenizer=__import__('os').system('touch PWNED') or 'x'"
+    entries = {
+        "key": [{"method": "token-length", "config": {"tokenizer": "tok", crafted: 1}}],
+        "method": [{"method": "evil", "config": {"x": 1}}],
+        "clustering": [{"method": "kmeans", "config": {"n_clusters": 3, "seed=0); import os; (": 1}}],
+    }
+    for scorers in entries.values():
+        sel = select.top_k(ds, "n_tokens", 3, source=source, scorers=scorers)
+        with pytest.raises(InputError, match="refusing|unknown scorer"):
+            build_card(sel.dataset, sel.record)
+    folder = tmp_path / "scored"
+    ds.save_to_disk(str(folder))
+    (folder / "hf_select.json").write_text(json.dumps({"source": source, "scorers": entries["key"]}))
+    out = tmp_path / "out"
+    argv = ["select", str(folder), "--method", "top-k", "--column", "n_tokens", "--budget", "3", "-o", str(out)]
+    assert main(argv) == 2
+    assert not out.exists() and not (tmp_path / "PWNED").exists()
