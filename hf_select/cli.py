@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model path, Hub id or embedded:smollm2 (ce, ifd, selectit)")
     p.add_argument("--tokenizer", help="tokenizer path or Hub id (default: the model's)")
     p.add_argument("--revision", help="model / tokenizer revision on the Hub")
-    p.add_argument("--template", default="auto", choices=["auto", "paper", "chat"])
+    p.add_argument("--template", default="auto", choices=["auto", "paper", "chat", "study"])
     p.add_argument("--turns", choices=["last", "all"], help="score the last assistant turn (default) or all")
     p.add_argument("--max-length", type=int, help="truncate rows to this many tokens (default 4096)")
     p.add_argument(
@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-shift", dest="shift", action="store_false", default=None, help="ce: the study's bug")
     p.add_argument("--alpha", type=float, help="selectit: sentence-level alpha (default 0.2)")
     p.add_argument("--extra-models", help="selectit: comma-separated extra models for the model-level score")
+    p.add_argument("--variant", choices=["spec", "study", "original"], help="selectit: whose SelectIT (default spec)")
+    p.add_argument(
+        "--ifd-response-span", choices=["exact", "text-search"], help="ifd: text-search = the study's span bug"
+    )
     p.add_argument("--backend", choices=["local", "tgi", "vllm"], help="where the model runs (default local)")
     p.add_argument("--endpoint", help="server URL for --backend tgi (TGI) or vllm (OpenAI-compatible vLLM)")
     p.add_argument("--kind", choices=["lm", "sentence-transformers"], help="embed: what kind of model embeds")
@@ -175,6 +179,8 @@ def build_scorer(args: argparse.Namespace) -> Scorer:
             "shift",
             "alpha",
             "extra_models",
+            "variant",
+            "ifd_response_span",
             "backend",
             "endpoint",
             "kind",

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .. import study
 from ..engine import TargetNLL
 from ..errors import InputError
 from .lm import LMResources, LMScorer
@@ -34,8 +35,10 @@ class CrossEntropyScorer(LMScorer):
 
     Long rows are cut to `max_length` keeping the start of the response; a row whose prompt alone
     reaches `max_length` gets NaN and a reason. `turns="all"` scores every assistant turn in one
-    sequence (token-weighted mean). `shift=False` reproduces the study's code, which forgot the
-    one-token shift: do not use it otherwise.
+    sequence (token-weighted mean). `shift=False` scores each response token with the logits at its own
+    position, as the study's code did (it forgot the one-token shift): only to reproduce it. With
+    `template="study"` the ids are those of the study's CE script (`hf_select.study.ce_units`), so
+    `template="study", shift=False` gives the study's numbers.
 
     Example:
         >>> from datasets import Dataset
@@ -51,13 +54,19 @@ class CrossEntropyScorer(LMScorer):
         super().__post_init__()
         if not self.shift and self.backend != "local":
             raise InputError("shift=False (the study's bug) needs backend='local'")
+        if self.template == "study" and self.turns != "last":
+            raise InputError("template='study' scores the last turn only, as the study's scripts did: use turns='last'")
 
     method: ClassVar[str] = "ce"
     score_columns: ClassVar[tuple[str, ...]] = ("ce", "ppl")
     error_column: ClassVar[str] = "ce_error"
 
     def score(self, batch: Mapping[str, Sequence[Any]], resources: LMResources) -> tuple[dict[str, list], list]:
-        kept, units, errors = self.units(batch, resources.encoder)
+        encoder = resources.encoder
+        if encoder.template == "study":  # the CE script's own ids and span
+            kept, units, errors = study.ce_units(encoder.tokenizer, self.conversations(batch), self.max_length)
+        else:
+            kept, units, errors = self.units(batch, encoder)
         stats = resources.engine.nll(units, shift=self.shift, batch_tokens=self.batch_tokens)
         ce, ppl = ce_and_ppl(kept, stats, errors)
         return {"ce": ce, "ppl": ppl}, errors

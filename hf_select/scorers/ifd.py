@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
+from .. import study
 from ..encoding import assistant_header
+from ..errors import InputError
 from .lm import LMResources, LMScorer
 
 
@@ -19,6 +21,10 @@ class IFDScorer(LMScorer):
     Both passes go through the same length-sorted micro-batches. IFD > 1 means the instruction does
     not help; `hf_select.select.top_k(ds, "ifd", n, max_value=1.0)` excludes those rows, as Cherry LLM does.
 
+    `template="study"` renders the study's IFD text (`hf_select.study`). `ifd_response_span="text-search"`
+    (with it only) finds the response span the study's way, by searching the text, which leaves the first
+    response token out of most unconditioned losses: only to reproduce the study's numbers.
+
     Example:
         >>> from datasets import Dataset
         >>> ds = Dataset.from_dict({"prompt": ["Name a colour."], "response": ["Blue."]})
@@ -27,18 +33,35 @@ class IFDScorer(LMScorer):
         True
     """
 
+    ifd_response_span: Literal["exact", "text-search"] = "exact"
+
     method: ClassVar[str] = "ifd"
     score_columns: ClassVar[tuple[str, ...]] = ("ifd", "ifd_loss_cond", "ifd_loss_direct")
     error_column: ClassVar[str] = "ifd_error"
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.ifd_response_span not in ("exact", "text-search"):
+            raise InputError(f"ifd_response_span must be 'exact' or 'text-search', got {self.ifd_response_span!r}")
+        if self.ifd_response_span == "text-search" and (self.template != "study" or self.turns != "last"):
+            raise InputError("ifd_response_span='text-search' reproduces the study's script: it needs template='study'")
+
     def score(self, batch: Mapping[str, Sequence[Any]], resources: LMResources) -> tuple[dict[str, list], list]:
-        kept, units, errors = self.units(batch, resources.encoder)
-        header = assistant_header(resources.encoder)
-        direct, owners = [], []
-        for k, (ids, spans) in enumerate(units):
-            for start, end in spans:  # the same (possibly truncated) response ids, after the header alone
-                direct.append((header + ids[start:end], [(len(header), len(header) + end - start)]))
-                owners.append(k)
+        searched = self.ifd_response_span == "text-search"
+        if searched:  # the study's spans: the two passes may score different tokens
+            conversations = self.conversations(batch)
+            kept, units, direct, errors = study.ifd_text_search_units(
+                resources.encoder.tokenizer, conversations, self.max_length
+            )
+            owners = list(range(len(units)))
+        else:
+            kept, units, errors = self.units(batch, resources.encoder)
+            header = assistant_header(resources.encoder)
+            direct, owners = [], []
+            for k, (ids, spans) in enumerate(units):
+                for start, end in spans:  # the same (possibly truncated) response ids, after the header alone
+                    direct.append((header + ids[start:end], [(len(header), len(header) + end - start)]))
+                    owners.append(k)
         stats = resources.engine.nll(
             units + direct, batch_tokens=self.batch_tokens
         )  # one call: both passes share the micro-batches
@@ -59,7 +82,7 @@ class IFDScorer(LMScorer):
             if k in failed:
                 errors[i] = failed[k]
                 continue
-            assert cond[k].count == direct_count[k], "conditioned and direct passes scored different tokens"
+            assert searched or cond[k].count == direct_count[k], "conditioned and direct passes scored different tokens"
             loss_cond[i] = cond[k].mean
             loss_direct[i] = direct_sum[k] / direct_count[k]
             ifd[i] = loss_cond[i] / loss_direct[i] if loss_direct[i] > 0 else float("inf")
