@@ -31,6 +31,8 @@ unspecified); a selected row is never a candidate again (the reference can re-pi
 memLevel 8, default strategy). So the compressor that has consumed the selection's bytes is kept, and a
 candidate costs `base.copy()`, `compress(SEP + sample + CLOSE)` and `flush()`:
 `len(compress(prefix + suffix)) == emitted_by_base + len(copy.compress(suffix)) + len(copy.flush())`.
+The samples live in one contiguous buffer with offsets (`SampleBuffer`), rendered by forked workers, so
+that the workers share it instead of copying a million small objects page by page.
 Stage 2 runs in a process pool (fork; every worker keeps its own copy of the selection's compressor and
 feeds it only the rows added since its last task); stage 3 too, one pick at a time.
 
@@ -45,9 +47,11 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import zlib
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -84,6 +88,84 @@ def _encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+class SampleBuffer(Sequence):
+    """Every row's sample bytes in one contiguous buffer, with offsets: `buf[i]` is a zero-copy memoryview
+    (`None` for a row that is never selected). A list of a million `bytes` objects would be copied page by
+    page into every forked worker (reference counts are written next to the data); one buffer stays shared.
+
+    Example:
+        >>> buf = SampleBuffer.from_list([b"ab", None, b"c"])
+        >>> bytes(buf[0]), buf[1], buf.sizes.tolist()
+        (b'ab', None, [2, 0, 1])
+    """
+
+    def __init__(self, data: bytearray, sizes: np.ndarray, valid: np.ndarray) -> None:
+        self.data = data
+        self.sizes = np.asarray(sizes, dtype=np.int64)  # 0 for an invalid row
+        self.valid = np.asarray(valid, dtype=bool)
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        self._view = memoryview(data)
+
+    @classmethod
+    def from_list(cls, samples: Sequence[bytes | None]) -> SampleBuffer:
+        data = bytearray()
+        for sample in samples:
+            if sample is not None:
+                data += sample
+        sizes = [len(x) if x is not None else 0 for x in samples]
+        return cls(data, np.array(sizes, dtype=np.int64), np.array([x is not None for x in samples], dtype=bool))
+
+    def __len__(self) -> int:
+        return len(self.valid)
+
+    def __getitem__(self, i: int) -> memoryview | None:  # type: ignore[override]
+        if not self.valid[i]:
+            return None
+        start = int(self.starts[i])
+        return self._view[start : start + int(self.sizes[i])]
+
+
+def as_buffer(samples: Sequence[bytes | None]) -> SampleBuffer:
+    return samples if isinstance(samples, SampleBuffer) else SampleBuffer.from_list(samples)
+
+
+def _render(batch: dict[str, list], spec: Any, text: TextMode, record_columns: list[str]) -> list[bytes | None]:
+    out: list[bytes | None] = []
+    for i, turns in enumerate(batch_turns(batch, spec)):
+        if isinstance(turns, RowError):
+            out.append(None)
+            continue
+        try:
+            split_last(turns)
+        except RowError:
+            out.append(None)
+            continue
+        if text == "rendered":
+            out.append(_encode("".join(f"{PAPER_HEADERS[t.role]}{t.text}\n" for t in turns)))
+        else:
+            out.append(_encode(repr({c: batch[c][i] for c in record_columns})))
+    return out
+
+
+def _sample_plan(
+    pool: Dataset,
+    text: TextMode,
+    columns: Sequence[str] | None,
+    format: FormatName | None,
+    format_columns: Sequence[str] | None,
+) -> tuple[Dataset, Any, list[str]]:
+    """(the pool's columns to read, the format spec, the record columns), after checking the arguments."""
+    if text not in LAYOUTS:
+        raise InputError(f"unknown text mode {text!r}: expected one of {sorted(LAYOUTS)}")
+    spec = detect_format(pool.column_names, format, format_columns)
+    record_columns = list(pool.column_names) if columns is None else list(columns)
+    missing = [c for c in record_columns if c not in pool.column_names]
+    if missing:
+        raise InputError(f"columns {missing} are not in the dataset; it has {pool.column_names}")
+    read = list(dict.fromkeys([*spec.columns, *(record_columns if text == "repr" else [])]))
+    return pool.select_columns(read), spec, record_columns
+
+
 def sample_bytes(
     pool: Dataset,
     text: TextMode = "rendered",
@@ -94,30 +176,76 @@ def sample_bytes(
     batch_size: int = 1_000,
 ) -> list[bytes | None]:
     """Each row's sample bytes (see the module docstring); `None` for a row that is never selected."""
-    if text not in LAYOUTS:
-        raise InputError(f"unknown text mode {text!r}: expected one of {sorted(LAYOUTS)}")
-    spec = detect_format(pool.column_names, format, format_columns)
-    record_columns = list(pool.column_names) if columns is None else list(columns)
-    missing = [c for c in record_columns if c not in pool.column_names]
-    if missing:
-        raise InputError(f"columns {missing} are not in the dataset; it has {pool.column_names}")
-    read = list(dict.fromkeys([*spec.columns, *(record_columns if text == "repr" else [])]))
+    table, spec, record_columns = _sample_plan(pool, text, columns, format, format_columns)
     out: list[bytes | None] = []
-    for batch in pool.select_columns(read).iter(batch_size=batch_size):
-        for i, turns in enumerate(batch_turns(batch, spec)):
-            if isinstance(turns, RowError):
-                out.append(None)
-                continue
-            try:
-                split_last(turns)
-            except RowError:
-                out.append(None)
-                continue
-            if text == "rendered":
-                out.append(_encode("".join(f"{PAPER_HEADERS[t.role]}{t.text}\n" for t in turns)))
-            else:
-                out.append(_encode(repr({c: batch[c][i] for c in record_columns})))
+    for batch in table.iter(batch_size=batch_size):
+        out.extend(_render(batch, spec, text, record_columns))
     return out
+
+
+_RENDER: tuple[Dataset, Any, TextMode, list[str]] | None = None
+_RENDER_ROWS = 2_000  # rows per task: a few MB of samples in flight per worker
+
+
+def _init_render(table: Dataset, spec: Any, text: TextMode, record_columns: list[str]) -> None:
+    global _RENDER
+    _RENDER = (table, spec, text, record_columns)
+
+
+def _render_range(start: int, stop: int) -> tuple[bytes, np.ndarray]:
+    """Rows [start, stop) rendered into one blob and their sizes (-1: never selected)."""
+    assert _RENDER is not None
+    table, spec, text, record_columns = _RENDER
+    samples = _render(table[start:stop], spec, text, record_columns)
+    sizes = np.array([len(x) if x is not None else -1 for x in samples], dtype=np.int64)
+    return b"".join(x for x in samples if x is not None), sizes
+
+
+def sample_buffer(
+    pool: Dataset,
+    text: TextMode = "rendered",
+    *,
+    columns: Sequence[str] | None = None,
+    format: FormatName | None = None,
+    format_columns: Sequence[str] | None = None,
+    workers: int = 1,
+) -> SampleBuffer:
+    """`sample_bytes` into one `SampleBuffer`, rendered by `workers` forked processes (in order, a bounded
+    number of blocks in flight, so that memory stays about the samples' size)."""
+    table, spec, record_columns = _sample_plan(pool, text, columns, format, format_columns)
+    n = len(table)
+    ranges = [(a, min(a + _RENDER_ROWS, n)) for a in range(0, n, _RENDER_ROWS)]
+    data = bytearray()  # grows in place (large reallocations are remapped, not copied)
+    sizes: list[np.ndarray] = []
+    if workers <= 1 or len(ranges) < 2 or not _can_fork():
+        global _RENDER
+        _init_render(table, spec, text, record_columns)
+        try:
+            for a, b in ranges:
+                blob, block = _render_range(a, b)
+                data += blob
+                sizes.append(block)
+        finally:
+            _RENDER = None
+    else:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_init_render,
+            initargs=(table, spec, text, record_columns),
+        ) as executor:  # fmt: skip
+            pending = deque()
+            todo = iter(ranges)
+            for a, b in itertools.islice(todo, 2 * workers):
+                pending.append(executor.submit(_render_range, a, b))
+            while pending:
+                blob, block = pending.popleft().result()
+                data += blob
+                del blob
+                sizes.append(block)
+                for a, b in itertools.islice(todo, 1):
+                    pending.append(executor.submit(_render_range, a, b))
+    every = np.concatenate(sizes) if sizes else np.empty(0, dtype=np.int64)
+    return SampleBuffer(data, np.maximum(every, 0), every >= 0)
 
 
 def set_bytes(samples: Sequence[bytes], text: TextMode = "rendered") -> bytes:
@@ -215,8 +343,9 @@ class _Evaluator:
 
     def __init__(self, samples: Sequence[bytes | None], text: TextMode, level: int, workers: int) -> None:
         self.layout = LAYOUTS[text]
+        samples = as_buffer(samples)
         self.local = _Compressor(samples, self.layout, level)
-        self.sizes = np.array([len(s) if s is not None else 0 for s in samples], dtype=np.int64)
+        self.sizes = samples.sizes
         self.workers = workers
         self.executor: Executor | None = None
         if workers > 1:
@@ -332,8 +461,9 @@ def zip_indices(
     check_zlib(level)
     if text not in LAYOUTS:
         raise InputError(f"unknown text mode {text!r}: expected one of {sorted(LAYOUTS)}")
+    samples = as_buffer(samples)  # one shared buffer for the forked workers
     n = len(samples)
-    available = np.array([s is not None for s in samples], dtype=bool)
+    available = samples.valid.copy()
     if tokens is not None:
         available &= ~np.isnan(tokens)
     n_available = int(available.sum())
@@ -421,12 +551,15 @@ def zip_select(
     """
     budget = Budget.parse(budget)
     tokens = token_values(pool, budget, token_column)
-    samples = sample_bytes(pool, text, columns=columns, format=format, format_columns=format_columns)
+    render_workers = default_workers(len(pool)) if workers is None else int(workers)
+    samples = sample_buffer(
+        pool, text, columns=columns, format=format, format_columns=format_columns, workers=render_workers
+    )
     n_select: int | None = None
     max_tokens: float | None = None
     if budget.kind == "tokens":
         max_tokens = float(budget.value)
-        usable = np.array([s is not None for s in samples]) & ~np.isnan(tokens)  # type: ignore[operator]
+        usable = samples.valid & ~np.isnan(tokens)  # type: ignore[operator]
         available = float(np.sum(tokens[usable]))  # type: ignore[index]
         if budget.value > available:
             raise BudgetError(
