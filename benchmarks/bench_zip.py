@@ -16,6 +16,16 @@ CPU seconds, not wall seconds, are compared: other jobs share this machine.
 Floor (issue 5): the fast path is at least 50x faster than the naive one, with identical picks.
 
     python benchmarks/bench_zip.py [--budget 1000] [--naive-picks 20] [--naive-samples 12] [--name zip]
+
+`--memory-rows N` measures memory at scale instead (issue 11): a pool of N rows built from the embedded one
+(row k is row k mod 17,671 with `[k] ` before every turn, so no two rows are equal), saved to disk and loaded
+memory-mapped, as a large pool is; then `zip_select` with `workers=2`, while a thread samples the PSS of this
+process and its workers every 50 ms. Memory is anonymous + shared-memory PSS (`Pss_Anon + Pss_Shmem` in
+`/proc/PID/smaps_rollup`), summed over the process tree, above this process's own before the call; the
+pool's memory-mapped Arrow pages (page cache, `Pss_File`) are reported apart. Floor: peak <= 1.3x the
+rendered text's size at 300K rows; the picks are checked against the naive greedy on the first picks.
+
+    python benchmarks/bench_zip.py --memory-rows 300000 [--budget 100] [--name zip_memory_300k]
 """
 
 from __future__ import annotations
@@ -103,6 +113,187 @@ def timed_run(samples: list[bytes | None], args: argparse.Namespace, workers: in
     return order, wall, cpu
 
 
+def _tree(pid: int) -> list[int]:
+    """pid and its descendants, from /proc/PID/task/*/children."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return out
+
+
+def _pss(pid: int) -> dict[str, int]:
+    """Pss, Pss_Anon, Pss_File, Pss_Shmem of one process, in bytes (empty if it has exited)."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("Pss", "Pss_Anon", "Pss_File", "Pss_Shmem"):
+                    out[key] = int(rest.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+class TreeMemory:
+    """Samples the process tree's PSS in a thread; keeps the peaks of (anon + shmem) and of file pages."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        import threading
+
+        self.interval = interval
+        self.peak_anon = self.peak_file = self.peak_total = 0
+        self.peak_workers = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> tuple[int, int, int, int]:
+        pids = _tree(os.getpid())
+        stats = [_pss(p) for p in pids]
+        anon = sum(s.get("Pss_Anon", 0) + s.get("Pss_Shmem", 0) for s in stats)
+        file = sum(s.get("Pss_File", 0) for s in stats)
+        return anon, file, sum(s.get("Pss", 0) for s in stats), len(pids) - 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            anon, file, total, workers = self.sample()
+            self.peak_anon, self.peak_file = max(self.peak_anon, anon), max(self.peak_file, file)
+            self.peak_total, self.peak_workers = max(self.peak_total, total), max(self.peak_workers, workers)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def build_pool(rows: int, folder: str) -> Any:
+    """`rows` rows from the embedded pool, repeated with `[k] ` before every turn, saved and reloaded."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    base, _, _ = load_pool(embedded.SHAREGPT)
+    base = base.select_columns(["id", "conversations"])
+    repeats = -(-rows // len(base))
+    big = concatenate_datasets([base] * repeats).select(range(rows))
+
+    def perturb(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        return {
+            "conversations": [
+                [{"from": t["from"], "value": f"[{k}] {t['value']}"} for t in turns] if turns else turns
+                for k, turns in zip(indices, batch["conversations"], strict=True)
+            ],
+            "id": [f"{i}-{k}" for i, k in zip(batch["id"], indices, strict=True)],
+        }
+
+    big = big.map(perturb, batched=True, with_indices=True, num_proc=2, desc="perturb")
+    big.save_to_disk(folder, num_proc=2)
+    return load_from_disk(folder)
+
+
+def memory_main(args: argparse.Namespace) -> None:
+    import gc
+    import tempfile
+
+    from hf_select.select.zip import zip_select
+
+    load_before = loadavg()
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        t0 = time.perf_counter()
+        pool = build_pool(args.memory_rows, os.path.join(tmp, "pool"))
+        build_s = time.perf_counter() - t0
+        gc.collect()
+        meter = TreeMemory()
+        base_anon, base_file, base_total, _ = meter.sample()
+        print(f"pool of {len(pool):,} rows built in {build_s:.0f}s; this process before: "
+              f"{base_anon / 2**20:,.0f} MiB anon, {base_file / 2**20:,.0f} MiB file; load {load_before}")  # fmt: skip
+        t0 = time.perf_counter()
+        with meter, Trace() as trace:
+            selection = zip_select(pool, args.budget, k1=args.k1, k2=args.k2, k3=args.k3, workers=2)
+        zip_s = time.perf_counter() - t0
+        order = selection.order
+        # The text's size (rendering timed alone), and the run's CRs and first picks against the naive path.
+        t1 = time.perf_counter()
+        buffer = zip_mod.sample_buffer(pool, "rendered", workers=2)
+        render_s = time.perf_counter() - t1
+        text_bytes = len(buffer.data)
+        check = naive_check(buffer, trace, order, args)
+    used = meter.peak_anon - base_anon
+    ratio = used / text_bytes
+    identical = check["identical_picks"] and check["g_mismatches"] == 0
+    naive_picks = list(range(check["naive_picks"]))
+    print(f"zip_select: {zip_s:.0f}s wall ({render_s:.0f}s of it rendering), {len(order)} picks; text "
+          f"{text_bytes / 2**30:.2f} GiB; peak anon+shmem PSS of the tree above the start {used / 2**30:.2f} GiB "
+          f"= {ratio:.2f}x the text (floor 1.3x); peak file-backed PSS {meter.peak_file / 2**30:.2f} GiB; "
+          f"first {len(naive_picks)} picks equal the naive greedy's: {identical}")  # fmt: skip
+    figures = {
+        "rows": len(pool), "budget": args.budget, "k1": args.k1, "k2": args.k2, "k3": args.k3, "workers": 2,
+        "build_pool_s": round(build_s, 1), "zip_select_wall_s": round(zip_s, 1),
+        "render_only_wall_s": round(render_s, 1), "text_bytes": text_bytes,
+        "process_before": {"anon_pss": base_anon, "file_pss": base_file, "pss": base_total},
+        "peak_tree": {"anon_shmem_pss": meter.peak_anon, "file_pss": meter.peak_file, "pss": meter.peak_total,
+                      "workers": meter.peak_workers},
+        "zip_memory_bytes": used, "zip_memory_over_text": round(ratio, 3), "floor": 1.3,
+        "meets_floor": ratio <= 1.3, "naive_check": check,
+        "order_sha256": hashlib.sha256(np.asarray(order).astype("<i8").tobytes()).hexdigest(),
+        "loadavg_before": load_before, "loadavg_after": loadavg(),
+    }  # fmt: skip
+    md = f"""ZIP memory at scale: {len(pool):,} rows ({text_bytes / 2**30:.2f} GiB of rendered text), \
+`zip_select(pool, {args.budget})`, K1/K2/K3 = {args.k1:,}/{args.k2}/{args.k3}, `workers=2`.
+
+| figure | value |
+|---|---:|
+| `zip_select` wall time (render + greedy) | {zip_s:,.0f} s |
+| rendering alone (2 workers) | {render_s:,.0f} s |
+| peak anon + shmem PSS of the process tree, above the process before the call | \
+{used / 2**30:.2f} GiB = **{ratio:.2f}x the text** (floor 1.3x) |
+| peak file-backed PSS (the memory-mapped pool's pages) | {meter.peak_file / 2**30:.2f} GiB |
+| peak total PSS of the tree (all of the above + the interpreter) | {meter.peak_total / 2**30:.2f} GiB |
+| G's initial CRs recomputed by `zlib.compress` (sampled) / differing | {check["g_sampled"]:,} / \
+{check["g_mismatches"]} |
+| first picks equal to the naive greedy's (recompressing everything) | {len(naive_picks)}: {identical} |
+
+Pool: row k is row k mod 17,671 of the embedded ShareGPT pool with `[k] ` before every turn; saved with \
+`save_to_disk` and loaded memory-mapped. Memory sampled every 50 ms from `/proc/PID/smaps_rollup` of this \
+process and its workers. Load average before/after: {load_before} / {figures["loadavg_after"]} (shared machine).
+"""
+    path = write_results(args.name, figures, md)
+    print(f"wrote {path}")
+
+
+def naive_check(buffer: Any, trace: Trace, order: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    """The run's CRs and first picks against the naive definition: a sample of G's initial values recompressed
+    with `zlib.compress`, then the first round's stage 1-2 from those values and its first stage-3 picks
+    by the naive greedy (recompressing each candidate set whole)."""
+    t0 = time.perf_counter()
+    _, _, cands, values, _ = trace.calls[0]  # G[z] = CR([z]) for every row
+    rng = np.random.default_rng(0)
+    sample = rng.choice(len(cands), size=min(2_000, len(cands)), replace=False)
+    mismatches = sum(naive_cr(buffer, [int(cands[j])])[0] != values[j] for j in sample)
+    stage1 = cands[np.lexsort((cands, values))[: args.k1]]
+    g = dict(zip(cands.tolist(), values.tolist(), strict=True))
+    stage2 = sorted(stage1.tolist(), key=lambda i: (g[i], i))[: args.k2]  # nothing selected: CR(S + [c]) = CR([c])
+    chosen: list[int] = []
+    rest = list(stage2)
+    while len(chosen) < min(args.naive_picks, args.k3, args.budget):
+        best = min(rest, key=lambda c: (naive_cr(buffer, [*chosen, c])[0], c))
+        chosen.append(best)
+        rest.remove(best)
+    return {
+        "g_sampled": len(sample), "g_mismatches": int(mismatches), "naive_picks": len(chosen),
+        "identical_picks": chosen == order[: len(chosen)].tolist(), "seconds": round(time.perf_counter() - t0, 1),
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget", type=int, default=1000)
@@ -112,7 +303,12 @@ def main() -> None:
     parser.add_argument("--naive-picks", type=int, default=20, help="naive stage-3 picks run for real")
     parser.add_argument("--naive-samples", type=int, default=12, help="naive recompressions per sampled call")
     parser.add_argument("--name", default="zip", help="results file name (benchmarks/results/NAME.json, .md)")
+    parser.add_argument("--memory-rows", type=int, help="measure memory on a pool of this many rows instead")
+    parser.add_argument("--tmp", default=None, help="where to write the --memory-rows pool (default: $TMPDIR)")
     args = parser.parse_args()
+    if args.memory_rows:
+        memory_main(args)
+        return
     k1, k2, k3 = args.k1, args.k2, args.k3
     load_before = loadavg()
 

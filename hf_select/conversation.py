@@ -262,7 +262,8 @@ PAPER_HEADERS: dict[Role, str] = {"system": "", "user": "Human: ", "assistant": 
 
 
 def render_paper_prompt(history: Sequence[Turn]) -> str:
-    """The study's format: `[system\\n]Human: q1\\nAssistant: a1\\nHuman: q2\\nAssistant: `."""
+    """The study's fine-tuning format: `[system\\n]Human: q1\\nAssistant: a1\\nHuman: q2\\nAssistant: `
+    (its scoring scripts built a slightly different text: `hf_select.study.render_study_prompt`)."""
     return "".join(f"{PAPER_HEADERS[t.role]}{t.text}\n" for t in history) + PAPER_HEADERS["assistant"]
 
 

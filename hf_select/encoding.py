@@ -4,9 +4,12 @@ The response span is never found by searching text: the prompt and the response 
 separately and their ids concatenated, so the span is exact by construction (searching the text
 shifts it by a token when BPE merges across the boundary).
 
-- `template="paper"`: the study's `[system\\n]Human: q\\nAssistant: ` prompt; the response is the raw
-  response text (no end-of-sequence token, as in the study's scoring code). The tokenizer's leading
+- `template="paper"`: the study's fine-tuning format, `[system\\n]Human: q\\nAssistant: `; the response
+  is the raw response text (no end-of-sequence token, as in the study's scoring code). The tokenizer's leading
   special tokens (a BOS, if it adds one) start the prompt.
+- `template="study"`: the text the study's *scoring* scripts built (`hf_select.study`): the paper prompt
+  without the space after the last `Assistant:` and with no header on system or assistant turns; token
+  counts are the scripts' (special tokens on the response too, id 0 not counted).
 - `template="chat"`: the tokenizer's chat template. The prompt is the rendered history with the
   generation prompt; the response is everything the template adds after it (the response and its
   end-of-turn marker), i.e. exactly the tokens an SFT trainer trains on.
@@ -26,19 +29,21 @@ from typing import Any, Literal
 
 from .conversation import Turn, render_paper_prompt, to_messages
 from .errors import InputError, RowError
+from .study import nonzero, render_study_prompt
 
-TemplateName = Literal["auto", "paper", "chat"]
+TemplateName = Literal["auto", "paper", "chat", "study"]
+PLAIN_TEMPLATES = ("paper", "study")  # rendered as plain text, after the tokenizer's leading special tokens
 
 
-def resolve_template(tokenizer: Any, template: TemplateName) -> Literal["paper", "chat"]:
+def resolve_template(tokenizer: Any, template: TemplateName) -> Literal["paper", "chat", "study"]:
     """`auto` is `chat` when the tokenizer has a chat template, else `paper`."""
     has_chat = bool(getattr(tokenizer, "chat_template", None))
     if template == "auto":
         return "chat" if has_chat else "paper"
     if template == "chat" and not has_chat:
         raise InputError("template='chat' but the tokenizer has no chat template; use template='paper'")
-    if template not in ("paper", "chat"):
-        raise InputError(f"unknown template {template!r}: expected 'auto', 'paper' or 'chat'")
+    if template not in ("paper", "chat", "study"):
+        raise InputError(f"unknown template {template!r}: expected 'auto', 'paper', 'chat' or 'study'")
     return template
 
 
@@ -58,13 +63,15 @@ class ConversationEncoder:
     def __init__(self, tokenizer: Any, template: TemplateName = "auto") -> None:
         self.tokenizer = tokenizer
         self.template = resolve_template(tokenizer, template)
-        self.prefix_ids = leading_special_ids(tokenizer) if self.template == "paper" else []
+        self.prefix_ids = leading_special_ids(tokenizer) if self.template in PLAIN_TEMPLATES else []
         self._backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
 
     def render(self, history: Sequence[Turn], response: str) -> tuple[str, str]:
         """Prompt text and response text; raises `RowError` if the chat template cannot be split."""
         if self.template == "paper":
             return render_paper_prompt(history), response
+        if self.template == "study":
+            return render_study_prompt(history), response
         if not history:
             raise RowError("nothing precedes the response, and a chat template cannot render an empty prompt")
         try:
@@ -97,9 +104,14 @@ class ConversationEncoder:
 
     def count(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[int], list[int]]:
         """(prompt token counts, response token counts) of rendered pairs, prompt counts including
-        the leading special tokens."""
+        the leading special tokens. `study`: the scripts' counts (`compute_token_num.py` L61-68): each text
+        tokenised with its special tokens, id 0 not counted."""
         n = len(pairs)
-        lengths = self.lengths([p for p, _ in pairs] + [r for _, r in pairs])
+        texts = [p for p, _ in pairs] + [r for _, r in pairs]
+        if self.template == "study":
+            counts = [nonzero(self.prefix_ids + ids) for ids in self._ids(texts)]
+            return counts[:n], counts[n:]
+        lengths = self.lengths(texts)
         extra = len(self.prefix_ids)
         return [x + extra for x in lengths[:n]], lengths[n:]
 
@@ -129,6 +141,8 @@ def render_segments(encoder: ConversationEncoder, turns: Sequence[Turn], which: 
         return [(prompt, False), (target, True)]
     if which != "all":
         raise InputError(f"turns must be 'last' or 'all', got {which!r}")
+    if encoder.template == "study":
+        raise InputError("template='study' scores the last turn only, as the study's scripts did: use turns='last'")
     segments: Segments = []
     consumed = ""
     for i, turn in enumerate(turns):
@@ -145,12 +159,12 @@ def render_segments(encoder: ConversationEncoder, turns: Sequence[Turn], which: 
 def assistant_header(encoder: ConversationEncoder) -> list[int]:
     """Token ids that open an assistant response with no prompt (IFD's unconditioned context).
 
-    Paper: the leading special tokens + `"Assistant: "`. Chat: the template's generation prompt (what
+    Paper and study: the leading special tokens + `"Assistant: "`. Chat: the template's generation prompt (what
     it appends after a user turn), preceded by the BOS the template starts with, if it does not
     already begin with it.
     """
     tok = encoder.tokenizer
-    if encoder.template == "paper":
+    if encoder.template in PLAIN_TEMPLATES:
         return encoder.prefix_ids + encoder._ids(["Assistant: "])[0]
     probe = [{"role": "user", "content": "x"}]
     with_prompt = tok.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from .. import study
+from ..conversation import Turn
 from ..encoding import Units
 from ..engine import TargetNLL
-from ..errors import InputError
+from ..errors import InputError, RowError
 from .lm import LMResources, LMScorer
 
 
@@ -32,8 +34,10 @@ class CrossEntropyScorer(LMScorer):
 
     Long rows are cut to `max_length` keeping the start of the response; a row whose prompt alone
     reaches `max_length` gets NaN and a reason. `turns="all"` scores every assistant turn in one
-    sequence (token-weighted mean). `shift=False` reproduces the study's code, which forgot the
-    one-token shift: do not use it otherwise.
+    sequence (token-weighted mean). `shift=False` scores each response token with the logits at its own
+    position, as the study's code did (it forgot the one-token shift): only to reproduce it. With
+    `template="study"` the ids are those of the study's CE script (`hf_select.study.ce_units`), so
+    `template="study", shift=False` gives the study's numbers.
 
     Example:
         >>> from datasets import Dataset
@@ -51,10 +55,22 @@ class CrossEntropyScorer(LMScorer):
         super().__post_init__()
         if not self.shift and self.backend != "local":
             raise InputError("shift=False (the study's bug) needs backend='local'")
+        if self.template == "study" and self.turns != "last":
+            raise InputError("template='study' scores the last turn only, as the study's scripts did: use turns='last'")
 
     method: ClassVar[str] = "ce"
     score_columns: ClassVar[tuple[str, ...]] = ("ce", "ppl")
     error_column: ClassVar[str] = "ce_error"
+
+    def prepare(self, turns: list[Turn], resources: LMResources) -> Any:
+        if self.template == "study":  # the CE script tokenises the batch its own way, in `encode`
+            return turns
+        return super().prepare(turns, resources)
+
+    def encode(self, prepared: list[Any], resources: LMResources) -> list[Units | RowError]:
+        if self.template == "study":  # the CE script's own ids and span
+            return study.per_row(*study.ce_units(resources.encoder.tokenizer, prepared, self.max_length))
+        return super().encode(prepared, resources)
 
     def compute(self, units: list[Units], resources: LMResources) -> tuple[dict[str, list], list[str | None]]:
         ce, ppl, errors = ce_and_ppl(resources.engine.nll(units, shift=self.shift, batch_tokens=self.batch_tokens))

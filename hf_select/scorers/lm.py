@@ -51,7 +51,8 @@ class LMScorer(Scorer):
     """Defaults to the model's own tokenizer."""
     template: TemplateName = "auto"
     """How a conversation becomes text: `paper` (the study's `Human:`/`Assistant:` format), `chat` (the
-    tokenizer's chat template), `auto` (chat when there is one)."""
+    tokenizer's chat template), `auto` (chat when there is one), `study` (the text the study's scoring
+    scripts built, to reproduce its numbers: `hf_select.study`)."""
     turns: Literal["last", "all"] = "last"
     """`last`: score the last assistant turn given the history; `all`: every assistant turn, in one sequence."""
     max_length: int = 4096

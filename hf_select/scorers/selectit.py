@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from .. import study
 from ..conversation import render_paper_prompt, split_last
-from ..encoding import ConversationEncoder
+from ..encoding import PLAIN_TEMPLATES, ConversationEncoder
 from ..engine import Engine
 from ..errors import InputError
 from .lm import LMResources, LMScorer
+
+Variant = Literal["spec", "study", "original"]
 
 RATING_PROMPTS: tuple[str, ...] = (
     "Please rate, on a scale of 1 to 5, how well the response follows the instruction.",
@@ -38,15 +41,24 @@ def digit_ids(tokenizer: Any) -> list[int]:
     return ids
 
 
-def token_score(logprobs: np.ndarray) -> np.ndarray:
+def token_score(logprobs: np.ndarray, softmax_normalised: bool = False) -> np.ndarray:
     """Token-level SelectIT score per row from the log-probabilities of "1".."5": `[n, 5] -> [n]`.
 
     `p` = the five probabilities renormalised to sum 1; `s = (argmax + 1) * mean_j(p_max - p_j)` over
-    the other four digits.
+    the other four digits. `softmax_normalised=True` first replaces `p` by `softmax(p)`, as the study's and
+    the original SelectIT's scripts do (`np.exp(p / sum(p))`, renormalised).
+
+    Example:
+        >>> lp = np.log(np.array([[0.1, 0.1, 0.2, 0.5, 0.1]]))
+        >>> round(float(token_score(lp)[0]), 4), round(float(token_score(lp, softmax_normalised=True)[0]), 4)
+        (1.5, 0.3327)
     """
     shifted = logprobs - logprobs.max(axis=1, keepdims=True)
     p = np.exp(shifted)
     p /= p.sum(axis=1, keepdims=True)
+    if softmax_normalised:
+        p = np.exp(p)
+        p /= p.sum(axis=1, keepdims=True)
     best = p.argmax(axis=1)
     p_max = p[np.arange(len(p)), best]
     gaps = (p_max[:, None] - p).sum(axis=1) / (p.shape[1] - 1)  # the max's own gap is 0
@@ -74,11 +86,19 @@ class ModelSet(list[LMResources]):
 class SelectITScorer(LMScorer):
     """Adds `selectit`: the sentence-level SelectIT score (model-level with `extra_models`).
 
-    Each of the K `prompts` is followed by the sample (paper format) and `"\\nThe answer is: "`; the
-    next-token probabilities of "1".."5" give a token-level score per prompt, and the K scores give
-    `S = mean / (1 + alpha * std)`. With `extra_models`, S is averaged across models weighted by
-    `model_weights` (default: proportional to parameter count, as in the study). A rating prompt longer
-    than `max_length` gets NaN and a reason.
+    `variant="spec"` (default: METHODS.md's specification): each of the K `prompts` (default
+    `RATING_PROMPTS`) is followed by the sample (paper format) and `"\\nThe answer is: "`; the
+    next-token probabilities of "1".."5", renormalised to sum 1, give a token-level score per prompt, and
+    the K scores give `S = mean / (1 + alpha * std)`.
+    `variant="study"` (the default with `template="study"`) is the study's script
+    (`hf_select.study.study_rating_text`): its first five prompts of SelectIT's `rating_prompt.txt`,
+    `Instruction:` / `Response:` labels over every pair of turns, and a softmax over the renormalised digit
+    probabilities (`token_score(..., softmax_normalised=True)`). `variant="original"` is SelectIT's own
+    script (`hf_select.study.original_rating_text`, the first two turns only, same prompts and softmax).
+    Both rate plain text, so they take `template="auto"` or `"study"` only; both score five digits over
+    K = 5 prompts, as the scripts (which divide by K - 1) were run. With `extra_models`, S is averaged
+    across models weighted by `model_weights` (default: proportional to parameter count, as in the
+    study). A rating prompt longer than `max_length` gets NaN and a reason.
 
     Example:
         >>> from datasets import Dataset
@@ -88,7 +108,11 @@ class SelectITScorer(LMScorer):
         True
     """
 
-    prompts: tuple[str, ...] = RATING_PROMPTS
+    prompts: tuple[str, ...] | None = None
+    """None: the variant's (`RATING_PROMPTS` for spec, the study's five for study and original)."""
+    variant: Variant | None = None
+    """Whose SelectIT: `spec` (METHODS.md), `study` (the study's script), `original` (SelectIT's own script);
+    None: "study" with `template="study"`, else "spec"."""
     alpha: float = 0.2
     """Sentence level: `S = mean / (1 + alpha * std)` over the K rating prompts."""
     extra_models: tuple[str, ...] = ()
@@ -102,6 +126,16 @@ class SelectITScorer(LMScorer):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.variant is None:
+            self.variant = "study" if self.template == "study" else "spec"
+        if self.variant not in ("spec", "study", "original"):
+            raise InputError(f"variant must be 'spec', 'study' or 'original', got {self.variant!r}")
+        if self.variant != "spec":
+            if self.template not in ("auto", "study"):
+                raise InputError(f"variant={self.variant!r} rates the script's plain text: use template='study'")
+            self.template = "study"  # plain text after the tokenizer's special tokens, as the scripts tokenise
+        if self.prompts is None:
+            self.prompts = RATING_PROMPTS if self.variant == "spec" else study.selectit_prompts()[:5]
         self.prompts, self.extra_models = tuple(self.prompts), tuple(self.extra_models)
         if not self.prompts:
             raise InputError("SelectIT needs at least one rating prompt")
@@ -113,12 +147,16 @@ class SelectITScorer(LMScorer):
                 raise InputError("model_weights needs one weight per model (model, then extra_models)")
 
     def rating_texts(self, encoder: ConversationEncoder, turns: Any) -> list[str]:
+        if self.variant == "study":
+            return [study.study_rating_text(encoder.tokenizer, prompt, turns) for prompt in self.prompts]
+        if self.variant == "original":
+            return [study.original_rating_text(prompt, turns) for prompt in self.prompts]
         history, response = split_last(turns)
         sample = render_paper_prompt(history) + response
         texts = []
         for prompt in self.prompts:
             request = f"{prompt}\n\n{sample}"
-            if encoder.template == "paper":
+            if encoder.template in PLAIN_TEMPLATES:
                 texts.append(request + ANSWER_CUE)
             else:
                 messages = [{"role": "user", "content": request}]
@@ -163,7 +201,8 @@ class SelectITScorer(LMScorer):
         scores = np.full(len(units), np.nan)
         if rows:
             logprobs = resources.engine.next_token_logprobs(rows, ids_digits, batch_tokens=self.batch_tokens)
-            scores[keep] = sentence_score(token_score(logprobs).reshape(len(keep), len(self.prompts)), self.alpha)
+            token_scores = token_score(logprobs, softmax_normalised=self.variant != "spec")
+            scores[keep] = sentence_score(token_scores.reshape(len(keep), len(self.prompts)), self.alpha)
         return scores, errors
 
     def compute(self, units: list[list[Any]], resources: list[LMResources]) -> tuple[dict[str, list], list]:

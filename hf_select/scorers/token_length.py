@@ -33,7 +33,8 @@ class TokenLengthScorer(Scorer):
     """Hub revision (branch, tag or commit) of the model and tokenizer."""
     template: TemplateName = "auto"
     """How a conversation becomes text: `paper` (the study's `Human:`/`Assistant:` format), `chat` (the
-    tokenizer's chat template), `auto` (chat when there is one)."""
+    tokenizer's chat template), `auto` (chat when there is one), `study` (the text the study's scoring
+    scripts built, to reproduce its numbers: `hf_select.study`)."""
     format: FormatName | None = None
     """The dataset's conversation format; None: detected from its columns."""
     columns: tuple[str, ...] | None = None

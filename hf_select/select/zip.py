@@ -31,6 +31,8 @@ unspecified); a selected row is never a candidate again (the reference can re-pi
 memLevel 8, default strategy). So the compressor that has consumed the selection's bytes is kept, and a
 candidate costs `base.copy()`, `compress(SEP + sample + CLOSE)` and `flush()`:
 `len(compress(prefix + suffix)) == emitted_by_base + len(copy.compress(suffix)) + len(copy.flush())`.
+The samples live in one contiguous buffer with offsets (`zip_samples.SampleBuffer`), rendered by forked
+workers, so that the workers share it instead of copying a million small objects page by page.
 Stage 2 runs in a process pool (fork; every worker keeps its own copy of the selection's compressor and
 feeds it only the rows added since its last task); stage 3 too, one pick at a time.
 
@@ -51,80 +53,25 @@ import zlib
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from datasets import Dataset
 
-from ..conversation import PAPER_HEADERS, FormatName, RowError, batch_turns, detect_format, split_last
+from ..conversation import FormatName
 from ..errors import BudgetError, InputError
 from .base import BudgetedSelector, Picked, unrecorded
 from .budget import Budget, BudgetSpec
 from .selection import TOKEN_COLUMN, Selection
-
-TextMode = Literal["rendered", "repr"]
-
-LAYOUTS: dict[str, tuple[bytes, bytes, bytes]] = {
-    "rendered": (b"", b"\n", b""),
-    "repr": (b"[", b", ", b"]"),
-}
-"""(OPEN, SEP, CLOSE) of a set of samples, per text mode."""
+from .zip_samples import LAYOUTS, TextMode, _can_fork, as_buffer, sample_buffer
+from .zip_samples import SampleBuffer as SampleBuffer  # re-exported: part of this module's API
+from .zip_samples import sample_bytes as sample_bytes
+from .zip_samples import set_bytes as set_bytes
 
 _MIN_PARALLEL_ROWS = 1_000
 _EVAL_OVERHEAD = 1_500  # a compressor copy + flush costs about as much as compressing this many bytes
 _MIN_PARALLEL_WORK = 40_000  # a call with less work (in bytes, about 4 ms) runs in-process: IPC would cost more
 _DIRECT_BYTES = 2_048  # below this prefix size, compressing prefix + candidate beats copying the compressor
-
-
-# ---------------------------------------------------------------------------------------------------
-# Samples
-# ---------------------------------------------------------------------------------------------------
-
-
-def _encode(text: str) -> bytes:
-    return text.encode("utf-8", "surrogatepass")
-
-
-def sample_bytes(
-    pool: Dataset,
-    text: TextMode = "rendered",
-    *,
-    columns: Sequence[str] | None = None,
-    format: FormatName | None = None,
-    format_columns: Sequence[str] | None = None,
-    batch_size: int = 1_000,
-) -> list[bytes | None]:
-    """Each row's sample bytes (see the module docstring); `None` for a row that is never selected."""
-    if text not in LAYOUTS:
-        raise InputError(f"unknown text mode {text!r}: expected one of {sorted(LAYOUTS)}")
-    spec = detect_format(pool.column_names, format, format_columns)
-    record_columns = list(pool.column_names) if columns is None else list(columns)
-    missing = [c for c in record_columns if c not in pool.column_names]
-    if missing:
-        raise InputError(f"columns {missing} are not in the dataset; it has {pool.column_names}")
-    read = list(dict.fromkeys([*spec.read_columns, *(record_columns if text == "repr" else [])]))
-    out: list[bytes | None] = []
-    for batch in pool.select_columns(read).iter(batch_size=batch_size):
-        for i, turns in enumerate(batch_turns(batch, spec)):
-            if isinstance(turns, RowError):
-                out.append(None)
-                continue
-            try:
-                split_last(turns)
-            except RowError:
-                out.append(None)
-                continue
-            if text == "rendered":
-                out.append(_encode("".join(f"{PAPER_HEADERS[t.role]}{t.text}\n" for t in turns)))
-            else:
-                out.append(_encode(repr({c: batch[c][i] for c in record_columns})))
-    return out
-
-
-def set_bytes(samples: Sequence[bytes], text: TextMode = "rendered") -> bytes:
-    """The bytes of a set of samples, in the given order: `OPEN + SEP.join(samples) + CLOSE`."""
-    open_, sep, close = LAYOUTS[text]
-    return open_ + sep.join(samples) + close
 
 
 def compression_ratio(data: bytes, level: int = 9) -> float:
@@ -216,8 +163,9 @@ class _Evaluator:
 
     def __init__(self, samples: Sequence[bytes | None], text: TextMode, level: int, workers: int) -> None:
         self.layout = LAYOUTS[text]
+        samples = as_buffer(samples)
         self.local = _Compressor(samples, self.layout, level)
-        self.sizes = np.array([len(s) if s is not None else 0 for s in samples], dtype=np.int64)
+        self.sizes = samples.sizes
         self.workers = workers
         self.executor: Executor | None = None
         if workers > 1:
@@ -262,10 +210,6 @@ class _Evaluator:
 def _lowest(values: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
     """The k entries of `idx` with the lowest `values` (aligned with idx), ties by index, in that order."""
     return idx[np.lexsort((idx, values))[:k]]
-
-
-def _can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
 
 
 def default_workers(n_rows: int) -> int:
@@ -333,8 +277,9 @@ def zip_indices(
     check_zlib(level)
     if text not in LAYOUTS:
         raise InputError(f"unknown text mode {text!r}: expected one of {sorted(LAYOUTS)}")
+    samples = as_buffer(samples)  # one shared buffer for the forked workers
     n = len(samples)
-    available = np.array([s is not None for s in samples], dtype=bool)
+    available = samples.valid.copy()
     if tokens is not None:
         available &= ~np.isnan(tokens)
     n_available = int(available.sum())
@@ -437,13 +382,15 @@ class ZIP(BudgetedSelector):
         _check_k(self.k1, self.k2, self.k3, self.level)
 
     def pick(self, pool: Dataset, budget: Budget, tokens: np.ndarray | None) -> Picked:
-        samples = sample_bytes(
-            pool, self.text, columns=self.columns, format=self.format, format_columns=self.format_columns
-        )
+        render_workers = default_workers(len(pool)) if self.workers is None else int(self.workers)
+        samples = sample_buffer(
+            pool, self.text, columns=self.columns, format=self.format, format_columns=self.format_columns,
+            workers=render_workers,
+        )  # fmt: skip
         what = "rows ZIP can select"
         n_select: int | None = None
         if budget.kind == "tokens":
-            usable = np.array([s is not None for s in samples]) & ~np.isnan(tokens)  # type: ignore[operator]
+            usable = samples.valid & ~np.isnan(tokens)  # type: ignore[operator]
             budget.check(int(usable.sum()), n_pool=len(pool), tokens=float(np.sum(tokens[usable])), what=what)  # type: ignore[index]
         else:
             n_select = budget.rows(len(pool))
