@@ -17,17 +17,8 @@ Exactly:
 
 The inputs come from two scorers on the same rendered prompt: `EmbeddingScorer(text="instruction")` and
 `PromptPerplexityScorer` (renamed to `instruction_embedding` / `instruction_ppl`, or pass the column
-names); `examples/ifd_pre_experience.py` runs the whole step, fine-tune and IFD included.
-
-Example:
-    >>> import numpy as np
-    >>> from datasets import Dataset
-    >>> rng = np.random.default_rng(0)
-    >>> X = np.concatenate([rng.normal(0, 1, (40, 4)), rng.normal(9, 1, (40, 4))]).astype(np.float32)
-    >>> ds = Dataset.from_dict({"instruction_embedding": X.tolist(), "instruction_ppl": rng.uniform(2, 50, 80)})
-    >>> sel = pre_experience_subset(ds, n_clusters=2, per_cluster=5)
-    >>> len(sel)
-    10
+names); `examples/ifd_pre_experience.py` runs the whole step, fine-tune and IFD included. `PreExperience`'s
+docstring shows a runnable example.
 """
 
 from __future__ import annotations
