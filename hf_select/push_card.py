@@ -24,6 +24,7 @@ import yaml
 from huggingface_hub import DatasetCard
 
 from .card import CONTEXT_FILE, CardContext, render_card, with_repo_id
+from .card.against import load_against
 from .card.metadata import hub_configs, selection_configs, shard_pattern, with_license
 from .errors import InputError
 
@@ -59,7 +60,7 @@ def read_ours(src: Path, options: CardOptions) -> str | None:
         try:
             card = render_card(
                 context, repo_id=options.repo_id, with_scores=options.with_scores, license=options.license,
-                config_name=options.config_name, split=options.split,
+                config_name=options.config_name, split=options.split, against_random=load_against(src),
             )  # fmt: skip
         except (jinja2.TemplateError, TypeError, KeyError, AttributeError, ValueError) as err:
             if isinstance(err, InputError):  # the push's options (license, config name): the user's to fix

@@ -78,15 +78,19 @@ def save_selection(
         write_parquet_shards(scores, folder / "scores")
     record.save(folder / "selection.json")
     if card:
-        from .card import build_card  # matplotlib and jinja only when a card is written
+        from .card import build_card, render_card  # matplotlib and jinja only when a card is written
+        from .card.against import load_against
 
         card = build_card(
             subset, record, pool=pool if pool is not None else scores, source_card_data=source_card_data,
             assets_dir=folder / "assets", random_baseline=random_baseline, repo_id=repo_id,
             with_scores=scores is not None, token_column=token_column,
         )  # fmt: skip
-        card.save(folder / "README.md")
         card.context.save(folder)  # `card.json`: what `push` renders the card from again, for its repo
+        against = load_against(folder)  # a folder written again after `hf-select compare` keeps its section
+        if against is not None:
+            card = render_card(card.context, against_random=against)
+        card.save(folder / "README.md")
     else:  # an earlier save's context would describe another card
         (folder / CONTEXT_FILE).unlink(missing_ok=True)
     return folder

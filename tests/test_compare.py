@@ -13,11 +13,14 @@ import pytest
 from datasets import Dataset
 from scipy.stats import mannwhitneyu
 
-from hf_select import InputError
+from hf_select import InputError, select
+from hf_select.card.against import plot_file, refresh_readme
 from hf_select.cli import main
 from hf_select.compare import TrainSettings, compare, compare_scores
 from hf_select.compare.evals import parse_evals
 from hf_select.compare.stats import bootstrap_interval, min_p_value
+from hf_select.push import plan_folder
+from hf_select.save import load_selection_folder, save_selection
 
 # ---------------------------------------------------------------------------------------------------
 # statistics
@@ -185,6 +188,9 @@ def test_cli_select_controls_then_compare_and_dry_run(
     out = capsys.readouterr().out
     assert "heldout/loss" in out and "## Cheap proxies (no training)" in out
     saved = json.loads((sel / "compare" / "compare.json").read_text())
+    readme = (sel / "README.md").read_text()  # re-rendered from card.json with the comparison
+    assert "## Against random: fine-tuned models" in readme and saved["comparisons"][0]["verdict"] in readme
+    assert "](compare/assets/compare-heldout-loss.png)" in readme
     assert [c["name"] for c in saved["controls"]] == ["random seed 0", "random seed 1", "random seed 2"]
     assert saved["settings"]["learning_rate"] == 0.003 and saved["estimate"]["runs_to_train"] == 4
     assert main(["compare", str(sel), *common, *train, "--dry-run"]) == 0
@@ -260,3 +266,88 @@ def test_exact_match_eval_scores_what_the_model_generates(tiny_model: str, tmp_p
         bad = tmp_path / "bad.jsonl"
         bad.write_text('{"prompt": "x"}\n')
         compare(selection, [control], settings=trained, evals=[f"exact:{bad}"], cache_dir=tmp_path / "c")
+
+
+# ---------------------------------------------------------------------------------------------------
+# the card's "Against random" section, from a hand-written compare.json (no training)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _comparison(metric: str, selection: list[float], controls: list[float], higher: bool) -> dict:
+    return compare_scores(metric, selection, controls, higher_is_better=higher).to_dict()
+
+
+def _selection_folder(tmp_path: Path) -> Path:
+    pool = Dataset.from_dict({"n_tokens": [float(n) for n in range(10, 50)], "text": [f"r{i}" for i in range(40)]})
+    sel = select.top_k(pool, "n_tokens", 8, source={"dataset": "pool.jsonl"})
+    return save_selection(sel.dataset, tmp_path / "longest-8", sel.record, pool=pool)
+
+
+def _write_compare(folder: Path, comparisons: list[dict], *, plots: bool = True, dry_run: bool = False) -> None:
+    out = folder / "compare"
+    (out / "assets").mkdir(parents=True, exist_ok=True)
+    record = {
+        "selection": {"name": "selection", "path": str(folder), "rows": 8, "sha256": "x"},
+        "controls": [{"name": f"random seed {i}"} for i in range(5)],
+        "settings": {"model": "embedded:smollm2"},
+        "seeds": [0],
+        "comparisons": comparisons,
+        "dry_run": dry_run,
+    }
+    (out / "compare.json").write_text(json.dumps(record))
+    if plots:
+        for c in comparisons:
+            (out / "assets" / plot_file(c["metric"])).write_bytes(b"\x89PNG not really")
+
+
+def test_card_gains_the_against_random_section_from_compare_json(tmp_path: Path) -> None:
+    folder = _selection_folder(tmp_path)
+    before = (folder / "README.md").read_text()
+    loss = _comparison("heldout/loss", [1.5], [2.0, 2.1, 2.2, 2.3, 2.4], higher=False)
+    match = _comparison("exact|qa_*", [0.4], [0.3, 0.5, 0.35, 0.2, 0.45], higher=True)
+    _write_compare(folder, [loss, match])
+    assert refresh_readme(folder) == folder / "README.md"
+    card = (folder / "README.md").read_text()
+    section = card[card.index("## Against random: fine-tuned models") : card.index("## Reproduce it")]
+    # the numbers: selection score, controls' mean ± sd (sample sd), one-sided p, verdict; escaped metric names
+    assert "| heldout/loss | 1.5 | 2.2 ± 0.1581 | 0.1667 |" in section
+    assert "| exact\\|qa\\_\\* | 0.4 | 0.36 ± 0.1194 | 0.5 |" in section
+    assert f"- {loss['verdict']}" in section and "no p below 0.167 is possible" in section
+    assert "- exact\\|qa\\_\\*: not distinguishable from random (p = 0.5" in section
+    assert "5 random controls" in section and "`embedded:smollm2`" in section
+    assert "](compare/assets/compare-heldout-loss.png)" in section
+    assert "](compare/assets/compare-exact-qa--.png)" in section
+    # everything else is the card as it was
+    assert card.replace(section, "") == before
+    # saving the selection again keeps the section; removing the comparison (or a dry run) removes it
+    sel = select.top_k(load_selection_folder(folder), "n_tokens", 8)
+    save_selection(sel.dataset, folder, sel.record)
+    assert "## Against random: fine-tuned models" in (folder / "README.md").read_text()
+    _write_compare(folder, [], dry_run=True)
+    refresh_readme(folder)
+    assert "## Against random" not in (folder / "README.md").read_text()
+
+
+def test_push_plan_shows_the_section_and_uploads_the_plots(tmp_path: Path) -> None:
+    folder = _selection_folder(tmp_path)
+    plain, plain_files = plan_folder(folder, "me/longest")
+    loss = _comparison("heldout/loss", [1.5], [2.0, 2.1, 2.2, 2.3, 2.4], higher=False)
+    _write_compare(folder, [loss])
+    # README.md is still the one without the section: push re-renders from card.json and reads compare.json
+    assert "## Against random: fine-tuned models" not in (folder / "README.md").read_text()
+    readme, files = plan_folder(folder, "me/longest")
+    assert "## Against random: fine-tuned models" in readme and "| heldout/loss | 1.5 | 2.2 ± 0.1581 |" in readme
+    assert "load_dataset('me/longest'" in readme
+    paths = [p for p, _ in files]
+    assert "compare/compare.json" in paths and "compare/assets/compare-heldout-loss.png" in paths
+    assert "card.json" not in paths
+    # without compare.json: the plan is the one from before, byte for byte
+    (folder / "compare" / "compare.json").unlink()
+    (folder / "compare" / "assets" / "compare-heldout-loss.png").unlink()
+    assert plan_folder(folder, "me/longest") == (plain, plain_files)
+    # a plot that is missing is not linked; a broken compare.json is a clear error naming it
+    _write_compare(folder, [loss], plots=False)
+    assert "compare-heldout-loss.png" not in plan_folder(folder, "me/longest")[0]
+    (folder / "compare" / "compare.json").write_text(json.dumps({"comparisons": [{"metric": "x"}]}))
+    with pytest.raises(InputError, match="compare.json"):
+        plan_folder(folder, "me/longest")

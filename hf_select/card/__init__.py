@@ -8,6 +8,7 @@ A small package, one job per module:
 - `context`: `CardContext`, everything the template needs, computed once and kept as JSON (`card.json`
   in a selection folder) so that `hf_select.push` renders the card again for the repo it pushes to.
 - `render`: the Jinja template `cards/selection.md.j2` (all the prose) and `SelectionCard`.
+- `against`: the "Against random" section, read from the folder's `compare/compare.json` (`hf-select compare`).
 
 Example:
     >>> from hf_select import select

@@ -125,8 +125,11 @@ def card_metadata_of(context: CardContext) -> dict[str, Any]:
     return {**with_license(context.metadata, context.license), "configs": configs}
 
 
-def render_card(context: CardContext, **changes: Any) -> SelectionCard:
-    """The card of `context` (with `changes` to its fields, e.g. `repo_id="me/longest"`)."""
+def render_card(
+    context: CardContext, *, against_random: Mapping[str, Any] | None = None, **changes: Any
+) -> SelectionCard:
+    """The card of `context` (with `changes` to its fields, e.g. `repo_id="me/longest"`); `against_random`
+    adds the "Against random" section (`card.against.load_against` of the selection folder)."""
     if changes:
         context = dataclasses.replace(context, **changes)
     if context.repo_id is not None:
@@ -142,6 +145,7 @@ def render_card(context: CardContext, **changes: Any) -> SelectionCard:
         sample_max_chars=SAMPLE_MAX_CHARS,
         sample_max_items=SAMPLE_MAX_ITEMS,
         placeholder=REPO_PLACEHOLDER,
+        against_random=against_random,
     )
     return SelectionCard.from_template(metadata, **variables)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..card.against import plot_file
 from ..plots import DPI, POOL_COLOR, SUBSET_COLOR
 from .stats import MetricComparison
 
@@ -155,7 +156,7 @@ def write_report(result: Any, folder: str | os.PathLike[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     plots = {}
     for c in result.comparisons:
-        name = "compare-" + "".join(ch if ch.isalnum() else "-" for ch in c.metric) + ".png"
+        name = plot_file(c.metric)
         score_plot(c, folder / "assets" / name)
         plots[c.metric] = f"assets/{name}"
     (folder / JSON_FILE).write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")

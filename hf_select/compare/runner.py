@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
+from ..card.against import COMPARE_DIR, refresh_readme
 from ..conversation import detect_format
 from ..errors import InputError
 from ..record import SelectionRecord
@@ -219,6 +220,8 @@ def compare(
     out = Path(output) if output is not None else (Path(subsets[0].path) / "compare" if subsets[0].path else None)
     if out is not None:
         write_report(result, out)
+        if subsets[0].path and out.resolve() == (Path(subsets[0].path) / COMPARE_DIR).resolve():
+            refresh_readme(subsets[0].path)  # the card gains (or updates) its "Against random" section
     return result
 
 
