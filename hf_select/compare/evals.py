@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,7 @@ def parse_evals(specs: Sequence[str]) -> list[EvalSpec]:
     return out
 
 
-class Evaluation:
+class Evaluation(ABC):
     """A ready evaluation: its rows, which metrics it reports (name -> higher is better) and `run`."""
 
     name: str
@@ -80,8 +81,9 @@ class Evaluation:
     def rows_sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.rows, sort_keys=True, default=str).encode()).hexdigest()
 
+    @abstractmethod
     def run(self, model: Any, tokenizer: Any) -> dict[str, float]:
-        raise NotImplementedError
+        """Score `model` on the rows: {metric: value} for each of `metrics`."""
 
 
 class ResponseLoss(Evaluation):
