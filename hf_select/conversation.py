@@ -4,7 +4,8 @@ Four formats are read, each into turns with roles `system`, `user`, `assistant` 
 output, kept as context like any earlier turn):
 
 - ShareGPT: a `conversations` column of `{"from", "value"}` turns.
-- OpenAI messages: a `messages` column of `{"role", "content"}` turns.
+- OpenAI messages: a `messages` column of `{"role", "content"}` turns; an assistant turn's `tool_calls`
+  become its text (one `{"name", "arguments"}` JSON object per call).
 - Alpaca: `instruction`, optional `input`, `output` columns.
 - Prompt/response pairs: two string columns such as `prompt`/`response`.
 
@@ -23,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -193,8 +196,33 @@ def _turn_list(value: Any, role_key: str, text_key: str, roles: Mapping[str, Rol
         role = roles.get(raw_role.lower()) if isinstance(raw_role, str) else None
         if role is None:
             raise RowError(f"unknown role {raw_role!r} in turn {i} of '{column}'")
-        turns.append(Turn(role, _text(turn.get(text_key), f"turn {i} of '{column}'")))
+        where = f"turn {i} of '{column}'"
+        calls = turn.get("tool_calls") if role == "assistant" else None
+        if calls:
+            content = turn.get(text_key)
+            text = _tool_calls_text(calls, where)
+            turns.append(Turn(role, text if content in (None, "") else f"{_text(content, where)}\n{text}"))
+        else:
+            turns.append(Turn(role, _text(turn.get(text_key), where)))
     return turns
+
+
+def _tool_calls_text(calls: Any, where: str) -> str:
+    """An assistant turn's OpenAI `tool_calls` as text, one JSON object `{"name", "arguments"}` per line: the
+    call is what the model was trained to produce, so it is scored like any response (content is often None)."""
+    if not isinstance(calls, Sequence) or isinstance(calls, str | bytes):
+        raise RowError(f"'tool_calls' of {where} is not a list: {type(calls).__name__}")
+    lines = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(function, Mapping) or not isinstance(function.get("name"), str):
+            raise RowError(f"a tool call of {where} has no function name")
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            with contextlib.suppress(json.JSONDecodeError):  # else kept as the string the dataset holds
+                arguments = json.loads(arguments)
+        lines.append(json.dumps({"name": function["name"], "arguments": arguments}, ensure_ascii=False))
+    return _unicode("\n".join(lines), where)
 
 
 def row_turns(row: Mapping[str, Any], spec: FormatSpec) -> list[Turn]:

@@ -542,6 +542,42 @@ def test_tool_turns_are_context() -> None:
     assert turns_of(sg(("human", "q"), ("observation", "42"), ("gpt", "a")))[1] == Turn("tool", "42")
 
 
+def test_openai_tool_calls_with_null_content_are_read_from_arrow(tmp_path: Path) -> None:
+    """An OpenAI assistant turn that only calls a tool has `content: None` and a `tool_calls` list; read back
+    from a JSONL file through Arrow (which adds `tool_calls: None` to every other turn), the call becomes the
+    turn's text, one JSON object per call, with `arguments` parsed from their JSON string. Before, such rows
+    failed with "non-string text"."""
+    from datasets import load_dataset
+
+    call = {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}
+    rows = [
+        {"messages": [
+            {"role": "user", "content": "Weather in Oslo?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "content": '{"t": 3}'},
+            {"role": "assistant", "content": "3 degrees."},
+        ]},
+        {"messages": [
+            {"role": "user", "content": "Call it."},
+            {"role": "assistant", "content": "Sure.", "tool_calls": [call, call]},
+        ]},
+    ]  # fmt: skip
+    path = tmp_path / "tools.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = load_dataset("json", data_files=str(path), split="train")
+    spec = detect_format(ds.column_names)
+    first = row_turns(ds[0], spec)
+    assert first[1] == Turn("assistant", '{"name": "weather", "arguments": {"city": "Oslo"}}')
+    assert first[3] == Turn("assistant", "3 degrees.")
+    history, response = scored_unit(ds[1], spec)
+    line = '{"name": "weather", "arguments": {"city": "Oslo"}}'
+    assert response == f"Sure.\n{line}\n{line}"
+    bad = msgs(("user", "q"))
+    bad["messages"].append({"role": "assistant", "content": None, "tool_calls": [{"function": {"arguments": "{}"}}]})
+    with pytest.raises(RowError, match="a tool call of turn 1 of 'messages' has no function name"):
+        row_turns(bad, MESSAGES)
+
+
 def test_as_messages_writes_every_format_as_trl_messages(tmp_path: Path, tiny_tokenizer: str) -> None:
     """An Alpaca subset (or any format, here a mixed file) becomes a `messages` column of {role, content}
     that TRL-style code consumes: `tokenizer.apply_chat_template(row["messages"])` with the tiny tokenizer.
