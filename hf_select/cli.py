@@ -256,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return _interrupted()
+    except BrokenPipeError:  # `hf-select ... | head`: the reader left; no traceback, as other Unix tools
+        _stdout_to_devnull()
+        return 141  # the shell's code for SIGPIPE
     except Exception as err:
         if _caused_by_ctrl_c(err):  # worker pools (num_proc) fail in their own ways while Ctrl-C stops them
             return _interrupted()
@@ -291,6 +294,15 @@ def _caused_by_ctrl_c(err: BaseException | None) -> bool:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return False
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail on the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _interrupted() -> int:

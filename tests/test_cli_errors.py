@@ -53,6 +53,17 @@ def test_help_answers_without_importing_datasets() -> None:
     assert proc.returncode == 0 and "--method" in proc.stdout and "token-length" in proc.stdout
 
 
+@pytest.mark.parametrize(("argv", "code"), [(["--help"], 0), (["methods"], 141)])
+def test_a_closed_pipe_is_quiet(argv: list[str], code: int) -> None:
+    """`hf-select methods | head -1`: the reader leaves before hf-select writes; no BrokenPipeError traceback
+    (neither from the print nor from the interpreter's final flush), exit 141 as for SIGPIPE. (argparse's
+    own help ignores the error and exits 0.)"""
+    proc = subprocess.Popen(["hf-select", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the child has imported anything: its first write meets a closed pipe
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code and err.decode() == ""
+
+
 def test_import_hf_select_is_light_and_its_names_still_work() -> None:
     probe = (
         "import sys, hf_select\nlight = 'datasets' not in sys.modules\n"
