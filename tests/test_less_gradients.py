@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 
@@ -94,7 +96,8 @@ def test_rademacher_projection_equals_the_documented_dense_matrix() -> None:
     blocks = []
     for k, lo in enumerate(range(0, dim_in, BLOCK)):
         rows = min(BLOCK, dim_in - lo)
-        generator = torch.Generator().manual_seed(seed * 2**32 + k)
+        block_seed = int.from_bytes(hashlib.sha256(f"{seed}/{k}".encode()).digest()[:4], "little")
+        generator = torch.Generator().manual_seed(block_seed)
         blocks.append(torch.randint(0, 2, (rows, d), generator=generator, dtype=torch.int8).float() * 2 - 1)
     dense = torch.cat(blocks)
     assert set(dense.unique().tolist()) == {-1.0, 1.0}

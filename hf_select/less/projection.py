@@ -3,7 +3,10 @@
 The projection matrix `R` is [dim_in, d] with entries +-1. Its rows come in blocks of `BLOCK` rows; block k
 (rows `k*BLOCK` to `(k+1)*BLOCK`, the last one shorter) is
 
-    torch.randint(0, 2, (rows, d), generator=torch.Generator(device).manual_seed(seed * 2**32 + k)) * 2 - 1
+    torch.randint(0, 2, (rows, d), generator=torch.Generator(device).manual_seed(block_seed(seed, k))) * 2 - 1
+
+with `block_seed(seed, k)` the first 4 bytes (little-endian) of `sha256(f"{seed}/{k}")`: 32 bits, since torch's
+CPU generator (mt19937) keeps only the low 32 bits of a seed.
 
 so any block can be made alone, and `x @ R` is the sum over blocks of `x[:, block] @ R[block]`. The matrix
 depends only on (seed, dim_in, d) and the device type (torch's CPU and CUDA generators differ): it is the
@@ -20,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -28,11 +32,14 @@ BLOCK = 4096
 """Rows of the projection matrix generated at once (a fixed part of the matrix's definition)."""
 
 
+def block_seed(seed: int, k: int) -> int:
+    """The 32-bit generator seed of block k: the first 4 bytes of sha256(f"{seed}/{k}"), little-endian."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{k}".encode()).digest()[:4], "little")
+
+
 def rademacher_block(seed: int, k: int, rows: int, d: int, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Block k of the matrix: [rows, d] int8 entries +-1, from the generator seeded `seed * 2**32 + k`."""
-    if not 0 <= seed < 2**31:
-        raise ValueError(f"the projection seed must be in [0, 2**31), got {seed}")
-    generator = torch.Generator(device=device).manual_seed(seed * 2**32 + k)
+    """Block k of the matrix: [rows, d] int8 entries +-1, from the generator seeded `block_seed(seed, k)`."""
+    generator = torch.Generator(device=device).manual_seed(block_seed(seed, k))
     bits = torch.randint(0, 2, (rows, d), generator=generator, device=device, dtype=torch.int8)
     return bits * 2 - 1
 
