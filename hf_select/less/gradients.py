@@ -137,7 +137,7 @@ class LoRAGradients:
             else:
                 # [b, t, out] x [b, t, in] -> [b, out, in]: the weight's gradient, one per row
                 masked = torch.where(keep, grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
-                per_row = torch.einsum("bto,bti->boi", masked, site.inputs.to(grad.dtype))
+                per_row = torch.einsum("bto,bti->boi", masked, site.inputs.detach().to(grad.dtype))
                 flat[:, offset : offset + size] = per_row.reshape(len(rows), -1).float()
             offset += size
             site.inputs = site.output = None

@@ -274,20 +274,13 @@ class LESSScorer(Scorer):
         return super().__call__(batch, *extra)
 
     def compute(self, units: list[Units], resources: LESSResources) -> tuple[dict[str, list], list[str | None]]:
-        import torch
+        from ..less.score import pool_scores
 
-        model, means = resources.model, resources.means
-        scores = torch.zeros((len(units), means.shape[0]), dtype=torch.float64)
-        for i, weight in enumerate(model.weights):
-            target = means[:, i, :].double().T  # [dim, sets]
-            for batch, vectors in model.vectors(units, checkpoint=i, adam=True, projection=resources.projection,
-                                                batch_tokens=self._batch_tokens(model.device)):  # fmt: skip
-                scores[batch] += weight * (vectors.double() @ target).cpu()
-                if self.store:
-                    self._store(i, batch, vectors)
-        best = scores.max(dim=1).values.tolist()
-        errors = [None if np.isfinite(s) else "the row's gradient is not finite" for s in best]
-        return {"less": [s if e is None else None for s, e in zip(best, errors, strict=True)]}, errors
+        scores = pool_scores(resources.model, resources.means, units, projection=resources.projection,
+                             batch_tokens=self._batch_tokens(resources.model.device),
+                             on_vectors=self._store if self.store else None)  # fmt: skip
+        errors = [None if np.isfinite(s) else "the row's gradient is not finite" for s in scores]
+        return {"less": [float(s) if e is None else None for s, e in zip(scores, errors, strict=True)]}, errors
 
     def _store(self, checkpoint: int, batch: list[int], vectors: Any) -> None:
         """Write one micro-batch's projected vectors and their dataset rows (positions in the batch when `map`
