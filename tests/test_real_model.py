@@ -54,3 +54,23 @@ def test_selectit_digits_and_scores_on_smollm2(short_rows: Dataset) -> None:
     scored = short_rows.select(range(2)).map(scorer, batched=True)
     assert not any(scored["selectit_error"])
     assert all(0 <= s <= 5 and not math.isnan(s) for s in scored["selectit"])
+
+
+def test_less_on_smollm2(short_rows: Dataset, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """LESS on the real SmolLM2 with a hand-made one-epoch warm-up (small r, random non-zero LoRA and Adam
+    state; the training itself is `hf-select less-warmup`'s): every score is finite, and they differ."""
+    import torch
+    from less_warmup import build_warmup
+    from transformers import AutoModelForCausalLM
+
+    from hf_select.scorers import LESSScorer
+
+    base = AutoModelForCausalLM.from_pretrained(embedded.resolve(embedded.SMOLLM2, weights=True), dtype=torch.float32)
+    folder = tmp_path_factory.mktemp("smollm2-warmup")
+    warmup = build_warmup(folder, embedded.SMOLLM2, base=base, epochs=1, r=2, target_modules=("q_proj", "v_proj"),
+                          sample_indices=[0, 1, 2, 3], max_length=MAX_LENGTH)  # fmt: skip
+    rows = short_rows.select(range(12))
+    scored = LESSScorer(warmup=str(warmup), n_targets=3).map(rows, progress=False)
+    less = np.array(scored["less"])
+    assert not any(scored["less_error"]) and np.isfinite(less).all()
+    assert np.all(np.abs(less) <= 1 + 1e-9) and np.std(less) > 0

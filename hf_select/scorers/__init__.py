@@ -4,6 +4,7 @@ from .base import Scorer, device_for
 from .cross_entropy import CrossEntropyScorer
 from .embedding import EmbeddingScorer, PromptPerplexityScorer
 from .ifd import IFDScorer
+from .less import LESSScorer
 from .selectit import SelectITScorer
 from .token_length import TokenLengthScorer
 
@@ -16,6 +17,7 @@ SCORERS: dict[str, type[Scorer]] = {
         SelectITScorer,
         EmbeddingScorer,
         PromptPerplexityScorer,
+        LESSScorer,
     )
 }
 
@@ -24,6 +26,7 @@ __all__ = [
     "CrossEntropyScorer",
     "EmbeddingScorer",
     "IFDScorer",
+    "LESSScorer",
     "PromptPerplexityScorer",
     "Scorer",
     "SelectITScorer",
