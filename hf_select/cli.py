@@ -1,4 +1,4 @@
-"""The `hf-select` command line: `score`, `cluster`, `select`, `push`, `compare`, `methods`, `demo`.
+"""The `hf-select` command line: `score`, `cluster`, `select`, `push`, `compare`, `less-warmup`, `methods`, `demo`.
 
 Example:
     $ hf-select score data.jsonl --method token-length --tokenizer HuggingFaceTB/SmolLM2-135M-Instruct -o scored
@@ -154,6 +154,12 @@ def _compare_arguments(p: argparse.ArgumentParser) -> None:
     add_arguments(p)
 
 
+def _less_warmup_arguments(p: argparse.ArgumentParser) -> None:
+    from .less.options import add_arguments
+
+    add_arguments(p)
+
+
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default="hf-select-demo")
     p.add_argument("--budget", type=int, help="rows to select (default 1000; with --limit, a tenth of the rows)")
@@ -184,6 +190,10 @@ def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
     sub.add_lazy(
         "compare", _compare_arguments,
         help="does a selection beat random? fine-tune on it and its controls, evaluate, test",
+    )  # fmt: skip
+    sub.add_lazy(
+        "less-warmup", _less_warmup_arguments,
+        help="LESS's warm-up: a LoRA on a seeded sample of the pool, a checkpoint per epoch (resumable)",
     )  # fmt: skip
     sub.add_parser("methods", help="list scorers and selectors with their parameters")
     sub.add_lazy("demo", _demo_arguments, help="the embedded default: longest 1,000 ShareGPT rows vs 5 random controls")
@@ -227,6 +237,10 @@ def _run(args: argparse.Namespace, command: str) -> int:
         from .compare.options import run
 
         return run(args)
+    if args.command == "less-warmup":
+        from .less.options import run as run_less_warmup
+
+        return run_less_warmup(args)
     from .demo import print_demo, run_demo
 
     result = run_demo(

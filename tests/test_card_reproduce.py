@@ -41,6 +41,7 @@ def _rows(n: int = 24) -> list[dict[str, Any]]:
                 "conversations": turns,
                 "n_tokens": float(8 + (i * 7) % 19),
                 "ifd": float((i * 0.13) % 1.3),
+                "less": float(np.sin(i * 1.7)) if i % 7 else None,  # a row LESS could not score
                 "embedding": X[i].round(4).tolist(),
                 "cluster": i % 3,
                 "cluster_distance": float((i * 5) % 11),
@@ -72,6 +73,7 @@ def _snippet(sel: Selection) -> str:
 WRAPPERS: dict[type, Callable[..., Any]] = {  # each registered selector class and its function
     select.TopK: select.top_k,
     select.IFDTopK: select.ifd_top_k,
+    select.LESSTopK: select.less_top_k,
     select.Threshold: select.threshold,
     select.Random: select.random,
     select.WithinClusters: select.within_clusters,
@@ -108,6 +110,8 @@ CASES: dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]] = {  # case: (sele
     "centroid": ("centroids", (6,), {}),
     "ifd": ("ifd_top_k", (4,), {"keep_above_one": True}),
     "ifd-default": ("ifd_top_k", ("20%",), {}),
+    "less": ("less_top_k", (5,), {}),
+    "less-within-clusters": ("within_clusters", ("cluster", "less", 6), {}),
     "zip": ("zip_select", (5,), {"k1": 10, "k2": 6, "k3": 2, "level": 6, "workers": 1, "format": "sharegpt"}),
     "zip-repr": ("zip_select", (4,), {"k1": 8, "k2": 4, "k3": 2, "text": "repr", "columns": ["conversations"]}),
     "kcenter": ("kcenter_greedy", ("embedding", 6), {"init": 2, "seed": 1, "mode": "one-shot", "device": "cpu"}),

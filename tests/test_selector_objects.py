@@ -51,6 +51,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
                 "ifd": float(rng.uniform(0.2, 1.4)),
                 "embedding": rng.standard_normal(4).round(4).tolist(),
                 "instruction_ppl": float(rng.uniform(2, 40)),
+                "less": float(np.sin(i)) if i % 13 else None,
             }
         )
     path = tmp_path_factory.mktemp("pool") / "pool.jsonl"
@@ -62,6 +63,7 @@ CASES: dict[str, dict[str, Any]] = {
     "top-k": {"column": "n_tokens", "budget": 10, "largest": False, "min_value": 10.0},
     "top-k-tokens": {"column": "ifd", "budget": "200 tokens"},
     "ifd": {"budget": 0.2},
+    "less": {"budget": 7},
     "threshold": {"column": "ifd", "min_value": 0.5, "max_value": 1.0},
     "random": {"budget": "300 tokens", "seed": 4, "column": "n_tokens"},
     "within-clusters": {"score_column": "n_tokens", "budget": 12},

@@ -24,8 +24,8 @@ def train_flops(*, params: float, tokens: float, epochs: float) -> float:
     return 6.0 * params * tokens * epochs
 
 
-def count_parameters(model: str, revision: str | None = None) -> int:
-    """Parameters of `model` from its config alone (built on the meta device: no weights are read)."""
+def meta_model(model: str, revision: str | None = None) -> Any:
+    """`model` built from its config alone on the meta device: shapes, no weights read."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -33,8 +33,12 @@ def count_parameters(model: str, revision: str | None = None) -> int:
 
     config = AutoConfig.from_pretrained(embedded.resolve(model, weights=True), revision=revision)
     with torch.device("meta"):
-        net = AutoModelForCausalLM.from_config(config)
-    return int(sum(p.numel() for p in net.parameters()))
+        return AutoModelForCausalLM.from_config(config)
+
+
+def count_parameters(model: str, revision: str | None = None) -> int:
+    """Parameters of `model` from its config alone (built on the meta device: no weights are read)."""
+    return int(sum(p.numel() for p in meta_model(model, revision).parameters()))
 
 
 def sft_tokens(rows: Any, tokenizer: Any, template: str, max_length: int) -> dict[str, int]:

@@ -28,7 +28,7 @@ from .pre_experience import PreExperience, pre_experience_subset
 from .random import Random, random, random_controls
 from .selection import KeepRows, Selection, source_info
 from .threshold import Threshold, threshold
-from .top_k import IFDTopK, TopK, ifd_top_k, top_k
+from .top_k import IFDTopK, LESSTopK, TopK, ifd_top_k, less_top_k, top_k
 from .within_clusters import Centroid, WithinClusters, centroids, within_clusters
 from .zip import ZIP, zip_indices, zip_select
 
@@ -46,6 +46,7 @@ __all__ = [
     "KCenter",
     "KMeansSelect",
     "KeepRows",
+    "LESSTopK",
     "Picked",
     "PreExperience",
     "Random",
@@ -60,6 +61,7 @@ __all__ = [
     "kcenter_greedy",
     "kcenter_indices",
     "kmeans_select",
+    "less_top_k",
     "pre_experience_subset",
     "proportional_quotas",
     "random",

@@ -1,4 +1,4 @@
-"""Top-k: the rows with the largest (or smallest) score, within a budget; and IFD's preset of it."""
+"""Top-k: the rows with the largest (or smallest) score, within a budget; and IFD's and LESS's presets of it."""
 
 from __future__ import annotations
 
@@ -80,6 +80,28 @@ class IFDTopK(TopK):
         self.max_value = None if self.keep_above_one else 1.0
 
 
+@dataclass(kw_only=True)
+class LESSTopK(TopK):
+    """LESS (Xia et al. 2024): keep the rows whose LoRA gradients are most like the target set's, i.e. the
+    highest `less` score (`hf-select score --method less --warmup DIR`). "LESS within clusters" is
+    `WithinClusters(column="less", ...)`: `hf-select select --method within-clusters --column less`.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict({"less": [0.02, -0.01, float("nan"), 0.05]})
+        >>> LESSTopK(budget=2).fit(ds).indices.tolist()
+        [0, 3]
+    """
+
+    method = "less"
+
+    column: str = "less"
+    """LESS score column."""
+    largest: bool = field(default=True, init=False)
+    min_value: float | None = field(default=None, init=False)
+    max_value: float | None = field(default=None, init=False)
+
+
 def top_k(
     pool: Dataset,
     column: str,
@@ -126,4 +148,25 @@ def ifd_top_k(
         [2, 3]
     """
     selector = IFDTopK(budget=budget, column=column, keep_above_one=keep_above_one, token_column=token_column)
+    return selector.fit(pool, source=source, scorers=scorers)
+
+
+def less_top_k(
+    pool: Dataset,
+    budget: BudgetSpec,
+    *,
+    column: str = "less",
+    token_column: str = TOKEN_COLUMN,
+    source: dict[str, Any] | None = None,
+    scorers: Any = None,
+) -> Selection:
+    """`LESSTopK(...).fit(pool)`: keep the rows with the highest LESS score.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict({"less": [0.02, -0.01, float("nan"), 0.05]})
+        >>> less_top_k(ds, 1).indices.tolist()
+        [3]
+    """
+    selector = LESSTopK(budget=budget, column=column, token_column=token_column)
     return selector.fit(pool, source=source, scorers=scorers)
