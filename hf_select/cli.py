@@ -1,4 +1,5 @@
-"""The `hf-select` command line: `score`, `cluster`, `select`, `push`, `compare`, `less-warmup`, `methods`, `demo`.
+"""The `hf-select` command line: `score`, `merge`, `cluster`, `select`, `push`, `compare`, `less-warmup`, `methods`,
+`demo`.
 
 Example:
     $ hf-select score data.jsonl --method token-length --tokenizer HuggingFaceTB/SmolLM2-135M-Instruct -o scored
@@ -69,13 +70,18 @@ def _add_input(p: argparse.ArgumentParser) -> None:
 
 
 def _score_arguments(p: argparse.ArgumentParser) -> None:
+    from .distributed.commands import add_score_arguments
     from .scorers import SCORERS
     from .scorers.cli_options import add_scorer_flags
 
     _add_input(p)
     p.add_argument("--method", required=True, choices=sorted(SCORERS))
     add_scorer_flags(p)  # every scorer field: --model, --max-length, --shift/--no-shift, --timeout, ...
-    p.add_argument("--num-proc", type=int, help="worker processes (one per GPU for model scorers)")
+    p.add_argument(
+        "--num-proc", type=int,
+        help="worker processes (default: every core for token-length, one process for model scorers; "
+        "give one per GPU)",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument(
         "--checkpoint-every", type=int,
@@ -84,6 +90,13 @@ def _score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true", help="time a short probe and estimate the run; write nothing")
     p.add_argument("--probe-rows", type=int, default=64, help="rows the --dry-run probe scores")
+    add_score_arguments(p)
+
+
+def _merge_arguments(p: argparse.ArgumentParser) -> None:
+    from .distributed.commands import add_merge_arguments
+
+    add_merge_arguments(p)
 
 
 def _cluster_arguments(p: argparse.ArgumentParser) -> None:
@@ -179,6 +192,10 @@ def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, action="lazy_parsers")
     sub.add_lazy("score", _score_arguments, help="add score columns to a dataset")
     sub.add_lazy(
+        "merge", _merge_arguments,
+        help="join score sidecars (from score --shard/--scores-only) into the pool, in pool order",
+    )  # fmt: skip
+    sub.add_lazy(
         "cluster", _cluster_arguments,
         help="k-means an embedding column: adds `cluster` and `cluster_distance` columns for `select`",
     )  # fmt: skip
@@ -205,7 +222,7 @@ def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
 
 _AT_LEAST_ONE = (
     "num_proc", "limit", "batch_size", "batch_tokens", "probe_rows", "niter",
-    "workers", "k1", "k2", "k3",
+    "workers", "k1", "k2", "k3", "shards", "actors",
 )  # fmt: skip
 """Integer options that only make sense from 1 up (a 0 or a negative count is a mistake, not a request)."""
 
@@ -225,6 +242,10 @@ def _run(args: argparse.Namespace, command: str) -> int:
     _check_counts(args)
     if args.command == "score":
         return commands.cmd_score(args, command)
+    if args.command == "merge":
+        from .distributed.commands import cmd_merge
+
+        return cmd_merge(args, command)
     if args.command == "cluster":
         return commands.cmd_cluster(args, command)
     if args.command == "select":

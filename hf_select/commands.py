@@ -32,17 +32,22 @@ def cmd_score(args: argparse.Namespace, command: str) -> int:
     from datasets.utils import disable_progress_bars, enable_progress_bars
 
     from .conversation import detect_format
+    from .distributed.commands import cmd_score_sharded, default_num_proc, is_sharded
     from .estimate import estimate, format_estimate
     from .pool import load_pool, prepare_output, save_scored, staged_output
     from .summary import describe, table
 
     scorer = build_scorer(args)
+    if is_sharded(args) and not args.dry_run:
+        return cmd_score_sharded(args, command, scorer)
     if not args.dry_run:
         out = prepare_output(args.output, [args.input], overwrite=args.overwrite)  # fail before the scoring
     pool, source, scorers = load_pool(
         args.input, split=args.split, revision=args.data_revision, config=args.data_config, limit=args.limit
     )
     detect_format(pool.column_names, scorer.format, scorer.columns)  # fail now, naming the columns
+    if args.num_proc is None:
+        args.num_proc = default_num_proc(scorer, len(pool))
     if args.dry_run:
         print(format_estimate(estimate(scorer, pool, probe_rows=args.probe_rows, num_proc=args.num_proc)))
         return 0
