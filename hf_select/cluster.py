@@ -225,9 +225,7 @@ class KMeans:
         m, d = X.shape
         n_rows = m if n_rows is None else n_rows
         if n_rows < self.n_clusters:
-            raise InputError(
-                f"k-means with {self.n_clusters:,} clusters needs at least that many rows, got {n_rows:,}"
-            )
+            raise InputError(f"k-means with {self.n_clusters:,} clusters needs at least that many rows, got {n_rows:,}")
         X = np.ascontiguousarray(X, dtype=np.float32)
         gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
         gpu = (gpus > 0) if self.gpu is None else self.gpu

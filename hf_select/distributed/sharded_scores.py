@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import InputError
 from .layout import INDEX_COLUMN, read_sidecar_meta
 
@@ -71,11 +73,14 @@ class ShardedScores:
             if INDEX_COLUMN not in names:
                 raise InputError(f"{path} is not a score sidecar: it has no {INDEX_COLUMN!r} column ({names})")
             index = pq.read_table(path, columns=[INDEX_COLUMN]).column(0).to_numpy()
-            if len(index) and (index[0] + len(index) - 1 != index[-1] or (len(index) > 1 and (index[1:] <= index[:-1]).any())):
+            if len(index) and (index[0] + len(index) - 1 != index[-1] or (np.diff(index) <= 0).any()):
                 raise InputError(f"{path}: its {INDEX_COLUMN!r} is not a contiguous ascending range of rows")
             start = int(index[0]) if len(index) else 0  # an empty shard covers no row
             shards.append((start, path, range(start, start + len(index)), read_sidecar_meta(path), names))
-        shards.sort(key=lambda s: (s[0], len(s[2]) > 0, str(s[1])))
+        if all(isinstance(s[3].get("shard"), int) for s in shards):  # shard order, empty shards in place
+            shards.sort(key=lambda s: (s[3]["shard"], s[0], str(s[1])))
+        else:
+            shards.sort(key=lambda s: (s[0], len(s[2]) > 0, str(s[1])))
         _check_tiling(shards)
         common = [c for c in shards[0][4] if c != INDEX_COLUMN and all(c in s[4] for s in shards)]
         return cls(
@@ -115,9 +120,7 @@ class ShardedScores:
     def check_columns(self, columns: Sequence[str], *, what: str = "column") -> None:
         missing = [c for c in columns if c not in self.columns]
         if missing:
-            raise InputError(
-                f"{what} {missing[0]!r} is not in every score sidecar; they have {list(self.columns)}"
-            )
+            raise InputError(f"{what} {missing[0]!r} is not in every score sidecar; they have {list(self.columns)}")
 
     def gather(self, columns: Sequence[str]) -> Any:
         """Those columns of every shard, after `INDEX_COLUMN` (each row's pool index), in pool order, as one
@@ -132,7 +135,9 @@ class ShardedScores:
         table = pa.concat_tables(tables).combine_chunks()  # one chunk, as a single-machine pool read whole
         return Dataset(table.replace_schema_metadata(None))
 
-    def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]] | None = None, *, ray: bool = False) -> list[Any]:
+    def map(
+        self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]] | None = None, *, ray: bool = False
+    ) -> list[Any]:
         """`fn(path, *args[i])` for each shard `i` (no args: `fn(path)`), results in shard order: in this
         process, or as Ray tasks (`fn` must be a module-level function; Ray starts locally, or joins the
         cluster `RAY_ADDRESS` names, when not yet initialised)."""
@@ -164,16 +169,11 @@ def ray_remote(fn: Callable[..., Any]) -> Any:
 
 
 def _check_tiling(shards: list[tuple[int, Path, range, dict[str, Any], list[str]]]) -> None:
-    """Every row index 0..n-1 in exactly one shard, and as many shards as their metadata says."""
-    expected = 0
-    for _, path, rows, _, _ in shards:
-        if not rows:
-            continue
-        if rows.start != expected:
-            if rows.start < expected:
-                raise InputError(f"sharded scores: {path} repeats rows {rows.start}..{min(rows.stop, expected) - 1}")
-            raise InputError(f"sharded scores: rows {expected}..{rows.start - 1} are in no sidecar (a shard is missing)")
-        expected = rows.stop
+    """As many shards as their metadata says, and every row index 0..n-1 in exactly one of them."""
+    seen: dict[int, Path] = {}
+    for _, path, _, meta, _ in shards:
+        if (i := meta.get("shard")) is not None and seen.setdefault(i, path) != path:
+            raise InputError(f"sharded scores: shard {i} is given twice ({seen[i]} and {path})")
     counts = {s[3].get("n_shards") for s in shards} - {None}
     if len(counts) > 1:
         raise InputError(f"sharded scores: the sidecars come from different shardings (n_shards {sorted(counts)})")
@@ -181,6 +181,16 @@ def _check_tiling(shards: list[tuple[int, Path, range, dict[str, Any], list[str]
         have = sorted(s[3].get("shard") for s in shards if s[3].get("shard") is not None)
         missing = sorted(set(range(n)) - set(have))
         raise InputError(f"sharded scores: {len(shards)} sidecars of {n} shards (missing shards {missing[:10]})")
+    expected = 0
+    for _, path, rows, _, _ in shards:
+        if not rows:
+            continue
+        if rows.start != expected:
+            if rows.start < expected:
+                raise InputError(f"sharded scores: {path} repeats rows {rows.start}..{min(rows.stop, expected) - 1}")
+            gap = f"rows {expected}..{rows.start - 1}"
+            raise InputError(f"sharded scores: {gap} are in no sidecar (a shard is missing)")
+        expected = rows.stop
     rows_meta = [(s[1], s[3].get("rows"), len(s[2])) for s in shards]
     for path, rows, n in rows_meta:
         if isinstance(rows, int) and rows != n:

@@ -84,11 +84,12 @@ def fit_sharded(
         raise InputError(f"the pool has {len(pool):,} rows but the score sidecars cover {scores.n_rows:,}")
     budget = selector.requested_budget()
     token = [selector.token_column] if selector.token_column in scores.columns else []
-    pick = selector.pick
+    pick, made = selector.pick, []
     if isinstance(selector, TopK):
         table = _top_k_table(selector, scores, budget, token, ray)
     elif isinstance(selector, KMeansSelect):
         table, km = _kmeans_table(selector, scores, token, ray)
+        made = [km.output_column, km.distance_column]
 
         def pick(table: Dataset, budget: Budget, tokens: np.ndarray | None) -> Any:
             return selector.pick_clustered(table, km, budget, tokens)
@@ -110,8 +111,7 @@ def fit_sharded(
     picked.details["shards"] = scores.describe()
     selection = selector.complete(table, picked, budget, tokens, source=source, scorers=scorers)
     if pool is not None:
-        made = picked.pool.column_names if picked.pool is not None else []
-        selection.dataset = _subset(pool, selection.indices, selection.dataset, made=[c for c in made if c not in table.column_names])
+        selection.dataset = _subset(pool, selection.indices, selection.dataset, made=made)
     return selection
 
 
@@ -153,6 +153,8 @@ def _top_k_table(selector: TopK, scores: ShardedScores, budget: Budget, token: l
     table = scores.gather(token)
     by_tokens = budget.kind == "tokens"
     token_values(table, budget, selector.token_column)  # a token budget without a token column fails here
+    if selector.column in token:  # ranking by the token column, gathered anyway: the driver ranks it
+        return table
     rows = None if by_tokens else budget.rows(scores.n_rows)
     args = (
         selector.column, token[0] if by_tokens else None, selector.largest, (selector.min_value, selector.max_value),
@@ -191,6 +193,8 @@ def shard_assign(path: str, km: Any, n_rows: int) -> tuple[np.ndarray, np.ndarra
 
     shard = _read(path, [km.column])
     X, rows = embedding_array(shard, km.column)
+    if not len(X):
+        return rows, rows.copy(), np.empty(0, dtype=np.float64)
     labels, distances = km.assign(X, n_rows=n_rows)
     return _index(shard)[rows], labels, distances
 
@@ -216,7 +220,8 @@ def _kmeans_table(selector: KMeansSelect, scores: ShardedScores, token: list[str
     parts = scores.map(shard_vectors, [(km.column, w) for w in wanted], ray=ray)
     X = np.empty((len(positions), dims[0] if dims else 0), dtype=np.float32)
     for s, part in enumerate(parts):
-        X[shard_of == s] = part
+        if len(part):  # a shard without usable rows has no dimension
+            X[shard_of == s] = part
     km.train(X, n_rows=m)
     assigned = scores.map(shard_assign, [(km, m)] * len(scores.paths), ray=ray)
     rows, labels, distances = (np.concatenate([a[i] for a in assigned]) for i in range(3))
