@@ -18,6 +18,7 @@ from datasets import Dataset
 
 from hf_select.distributed.layout import INDEX_COLUMN, shard_ranges, sidecar_name, write_sidecar
 from hf_select.distributed.sharded_scores import ShardedScores
+from hf_select.distributed.sharded_select import fit_sharded
 from hf_select.errors import HFSelectError, InputError
 from hf_select.select import SELECTORS
 
@@ -76,7 +77,10 @@ def outcome(fn):
 
 def assert_same(method: str, params: dict, pool: Dataset, folder, paths: list[str], **fit) -> None:
     single, single_warned = outcome(lambda: SELECTORS[method](**params).fit(pool))
-    sharded, sharded_warned = outcome(lambda: SELECTORS[method](**params).fit_sharded(folder, **fit))
+    if "max_gather_bytes" in fit:  # an option of the function alone
+        sharded, sharded_warned = outcome(lambda: fit_sharded(SELECTORS[method](**params), folder, **fit))
+    else:
+        sharded, sharded_warned = outcome(lambda: SELECTORS[method](**params).fit_sharded(folder, **fit))
     assert sharded_warned == single_warned
     if isinstance(single, tuple):
         assert sharded == single
@@ -140,6 +144,21 @@ def test_sharded_equals_single_machine(pools, method, params, seed, cut):
     assert_same(method, params, pool, folder, paths)
 
 
+KCENTER = [params for method, params in CASES if method == "kcenter"] + [
+    {"column": "embedding", "budget": 8, "init": [5, 60, 2], "device": "cpu"},
+    {"column": "embedding", "budget": "900 tokens", "init": 0, "mode": "one-shot", "device": "cpu"},
+    {"column": "embedding", "budget": 6, "init": 0, "device": "cpu", "chunk_size": 7},
+]
+
+
+@pytest.mark.parametrize("cut", list(CUTS))
+@pytest.mark.parametrize("params", KCENTER)
+def test_kcenter_round_trips_equal_the_single_machine(pools, params, cut):
+    """Embeddings over `max_gather_bytes` stay on the shards: one round trip a pick, the same picks."""
+    pool, folder, paths = pools[1, cut]
+    assert_same("kcenter", params, pool, folder, paths, max_gather_bytes=0)
+
+
 def test_kmeans_on_faiss_training_sample(tmp_path):
     """A pool larger than faiss's training sample (256 rows a cluster): the shards send only the sampled
     vectors, and the clusters (so the quotas) are those of the whole pool."""
@@ -181,10 +200,6 @@ def test_bad_shardings_are_refused(pools, tmp_path):
         SELECTORS["top-k"](column="nope", budget=2).fit_sharded(paths)
     with pytest.raises(InputError, match="does not select from sharded scores"):
         SELECTORS["zip"](budget=2).fit_sharded(paths)
-    with pytest.raises(InputError, match="over the 0.0 GiB limit"):
-        from hf_select.distributed.sharded_select import fit_sharded
-
-        fit_sharded(SELECTORS["kcenter"](column="embedding", budget=3), paths, max_gather_bytes=1)
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +215,4 @@ def test_ray_tasks_equal_the_local_steps(local_ray, pools):
     pool, folder, paths = pools[1, "uneven"]
     for method, params in [CASES[2], CASES[6], CASES[16]]:
         assert_same(method, params, pool, folder, paths, ray=True)
+    assert_same("kcenter", KCENTER[0], pool, folder, paths, ray=True, max_gather_bytes=0)  # Ray actors

@@ -20,8 +20,9 @@ by construction. What each method reads, and where the work runs:
   sample (`KMeans.training_sample`) over the pool's usable rows, fetches only those vectors
   (`max_points_per_centroid` x K rows), trains, and each shard assigns its rows to the centroids; the
   cluster columns (16 bytes a row) and the score and token columns come back to the driver for the quotas.
-- **kcenter**: the embeddings are gathered on the driver (rows x dim x 4 bytes, refused over
-  `max_gather_bytes`) and the greedy runs there, exactly as on one machine.
+- **kcenter**: the embeddings are gathered on the driver when they fit (rows x dim x 4 bytes, at most
+  `max_gather_bytes`) and the greedy runs there, exactly as on one machine; past that, the shards keep
+  them and each pick is one round trip to the shards (`sharded_kcenter`).
 
 Example:
     >>> import numpy as np, pyarrow as pa, tempfile
@@ -59,8 +60,8 @@ from .sharded_scores import ShardedScores
 
 SHARDED = (TopK, Threshold, Random, WithinClusters, KMeansSelect, KCenter)
 """The selectors that select from sharded scores (their subclasses too: ifd, centroid)."""
-MAX_GATHER_BYTES = 16 << 30
-"""k-center gathers the embeddings on the driver up to this size (float32)."""
+MAX_GATHER_BYTES = 8 << 30
+"""k-center gathers the embeddings on the driver up to this size (float32); past it, one round trip a pick."""
 
 
 def fit_sharded(
@@ -94,10 +95,16 @@ def fit_sharded(
         def pick(table: Dataset, budget: Budget, tokens: np.ndarray | None) -> Any:
             return selector.pick_clustered(table, km, budget, tokens)
 
+    elif isinstance(selector, KCenter) and not _fits(scores, selector.column, max_gather_bytes):
+        table = scores.gather(token)
+
+        def pick(table: Dataset, budget: Budget, tokens: np.ndarray | None) -> Any:
+            from .sharded_kcenter import pick_round_trips
+
+            return pick_round_trips(selector, scores, budget, tokens, ray=ray)
+
     else:
         columns = read_columns(selector)
-        if isinstance(selector, KCenter):
-            _check_gather_size(scores, selector.column, max_gather_bytes)
         scores.check_columns(columns)
         table = scores.gather([*columns, *token])
     known_source, known_scorers = provenance_of(pool) if pool is not None else (None, [])
@@ -234,8 +241,8 @@ def _kmeans_table(selector: KMeansSelect, scores: ShardedScores, token: list[str
 # ---------------------------------------------------------------------------------------------------
 
 
-def _check_gather_size(scores: ShardedScores, column: str, limit: int) -> None:
-    """Refuse to gather an embedding column whose float32 matrix would pass `limit` bytes."""
+def _fits(scores: ShardedScores, column: str, limit: int) -> bool:
+    """Whether an embedding column's float32 matrix (counted from the parquet metadata) is within `limit` bytes."""
     import pyarrow.parquet as pq
 
     scores.check_columns([column], what="embedding column")
@@ -248,11 +255,7 @@ def _check_gather_size(scores: ShardedScores, column: str, limit: int) -> None:
                 chunk = group.column(c)
                 if chunk.path_in_schema.split(".")[0] == column:
                     values += chunk.num_values
-    if values * 4 > limit:
-        raise InputError(
-            f"k-center gathers {column!r} on the driver: {values * 4 / 2**30:,.1f} GiB of float32 embeddings "
-            f"is over the {limit / 2**30:,.1f} GiB limit (max_gather_bytes)"
-        )
+    return values * 4 <= limit
 
 
 def _read(path: str, columns: Sequence[str]) -> Dataset:
