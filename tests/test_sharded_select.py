@@ -7,6 +7,7 @@ record parameters (plus `shards`), budget record, warnings and errors of `SELECT
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import warnings
@@ -22,6 +23,8 @@ from hf_select.distributed.sharded_select import fit_sharded
 from hf_select.errors import HFSelectError, InputError
 from hf_select.select import SELECTORS
 
+SCORER = {"method": "token-length", "fingerprint": "abc", "config": {}}
+"""The scorer entry the test sidecars' metadata names (the record's scorers)."""
 CUTS = {"one": [1.0], "three": [1 / 3, 2 / 3, 1.0], "uneven": [0.05, 0.05, 0.7, 1.0]}
 """Shard boundaries as fractions of the pool (`uneven` has an empty second shard)."""
 
@@ -59,7 +62,7 @@ def write_shards(pool: Dataset, folder, cut: str) -> list[str]:
     for i, rows in enumerate(ranges):
         part = table.slice(rows.start, len(rows))
         part = part.add_column(0, INDEX_COLUMN, pa.array(list(rows), type=pa.int64()))
-        meta = {"fingerprint": f"fp-{cut}-{i}", "scorer": {"method": "test"}, "shard": i, "n_shards": len(ranges)}
+        meta = {"fingerprint": f"fp-{cut}-{i}", "scorer": SCORER, "shard": i, "n_shards": len(ranges)}
         paths.append(str(write_sidecar(part, folder / sidecar_name(i, len(ranges)), meta)))
     return paths
 
@@ -97,7 +100,7 @@ def assert_same(method: str, params: dict, pool: Dataset, folder, paths: list[st
     assert shards["fingerprints"] == [f"fp-{folder.name}-{i}" for i in range(len(paths))]
     for key in ("budget", "seed", "pool", "kept", "indices_sha256"):
         assert getattr(sharded.record, key) == getattr(single.record, key), key
-    assert sharded.record.scorers == [{"method": "test"}]
+    assert sharded.record.scorers == [SCORER]
 
 
 CASES = [
@@ -178,8 +181,9 @@ def test_subset_with_the_pool_equals_the_single_machine_subset(pools):
         assert sharded.dataset.column_names == single.dataset.column_names
         assert str(sharded.dataset.to_dict()) == str(single.dataset.to_dict())  # NaN equals NaN here
     alone = SELECTORS["top-k"](column="ce", budget=5).fit_sharded(folder)
-    assert alone.dataset.column_names == [INDEX_COLUMN, "n_tokens", "ce"]
+    assert alone.dataset.column_names == [INDEX_COLUMN, *pool.column_names]
     assert alone.dataset[INDEX_COLUMN] == alone.indices.tolist()
+    assert str(alone.dataset.remove_columns(INDEX_COLUMN).to_dict()) == str(pool.select(alone.indices).to_dict())
 
 
 def test_bad_shardings_are_refused(pools, tmp_path):
@@ -216,3 +220,67 @@ def test_ray_tasks_equal_the_local_steps(local_ray, pools):
     for method, params in [CASES[2], CASES[6], CASES[16]]:
         assert_same(method, params, pool, folder, paths, ray=True)
     assert_same("kcenter", KCENTER[0], pool, folder, paths, ray=True, max_gather_bytes=0)  # Ray actors
+
+
+def _pool_rows(n: int) -> Dataset:
+    rng = np.random.default_rng(7)
+    rows = {
+        "id": [f"r{i}" for i in range(n)],
+        "conversations": [
+            [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": "ok " * (i % 9 + 1)}] for i in range(n)
+        ],
+        "source": [f"src{i % 3}" for i in range(n)],
+    }
+    scores = {
+        "n_tokens": rng.integers(3, 40, n).astype(float).tolist(),
+        "ce": [None if i % 11 == 4 else float(v) for i, v in enumerate(np.round(rng.random(n), 1))],
+        "cluster": (rng.integers(0, 3, n)).tolist(),
+    }
+    return Dataset.from_dict(rows), Dataset.from_dict({**rows, **scores})
+
+
+def _record(folder) -> dict:
+    record = json.loads((folder / "selection.json").read_text())
+    record["parameters"].pop("shards", None)
+    for key in ("source", "scorers", "command", "created_at", "hf_select_version"):
+        record.pop(key, None)
+    return record
+
+
+def test_cli_sharded_select_writes_the_single_machine_folder(tmp_path, capsys):
+    """`hf-select select SIDECARS --sharded --pool POOL` writes the selection folder (and controls) that
+    `hf-select select SCORED` writes, save the record's provenance and its `shards`."""
+    from hf_select.cli import main
+    from hf_select.save import load_selection_folder
+
+    rows, scored = _pool_rows(50)
+    rows.to_parquet(tmp_path / "pool.parquet")
+    scored.to_parquet(tmp_path / "scored.parquet")
+    sidecars = tmp_path / "sidecars"
+    write_shards(scored.remove_columns(rows.column_names), sidecars, "uneven")
+    method = ["--method", "within-clusters", "--column", "ce", "--budget", "9", "--controls", "2"]
+    assert main(["select", str(tmp_path / "scored.parquet"), *method, "-o", str(tmp_path / "single")]) == 0
+    sharded = ["select", str(sidecars), "--sharded", "--pool", str(tmp_path / "pool.parquet"), *method]
+    assert main([*sharded, "-o", str(tmp_path / "sharded")]) == 0
+    for single, ours in [
+        ("single", "sharded"),
+        *[(f"single-controls/seed-{s}", f"sharded-controls/seed-{s}") for s in (0, 1)],
+    ]:
+        assert _record(tmp_path / ours) == _record(tmp_path / single)
+        a, b = load_selection_folder(tmp_path / ours), load_selection_folder(tmp_path / single)
+        assert a.column_names == b.column_names
+        assert str(a.to_dict()) == str(b.to_dict())
+    shards = json.loads((tmp_path / "sharded" / "selection.json").read_text())["parameters"]["shards"]
+    assert shards["fingerprints"] == [f"fp-uneven-{i}" for i in range(4)]
+    assert (tmp_path / "sharded" / "README.md").exists()
+
+    capsys.readouterr()
+    assert main([*sharded[:3], *method[:-2], "-o", str(tmp_path / "alone")]) == 0
+    assert "No --pool" in capsys.readouterr().out
+    alone = load_selection_folder(tmp_path / "alone")
+    single = load_selection_folder(tmp_path / "single")
+    assert alone.column_names == [INDEX_COLUMN, "n_tokens", "ce", "cluster"]
+    assert alone["ce"] == single["ce"] and alone["n_tokens"] == single["n_tokens"]
+
+    assert main(["select", str(tmp_path / "scored.parquet"), "--pool", "x", *method, "-o", str(tmp_path / "e")]) == 2
+    assert "--pool goes with --sharded" in capsys.readouterr().err

@@ -135,6 +135,22 @@ class ShardedScores:
         table = pa.concat_tables(tables).combine_chunks()  # one chunk, as a single-machine pool read whole
         return Dataset(table.replace_schema_metadata(None))
 
+    def take(self, indices: Sequence[int] | np.ndarray, columns: Sequence[str]) -> Any:
+        """Those columns of the rows at ascending pool `indices`, as a pyarrow table (read shard by shard)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.check_columns(columns)
+        indices = np.asarray(indices, dtype=np.int64)
+        parts = []
+        for path, rows in zip(self.paths, self.ranges, strict=True):
+            inside = indices[(indices >= rows.start) & (indices < rows.stop)] - rows.start
+            if len(inside):
+                parts.append(pq.read_table(path, columns=list(columns)).take(pa.array(inside)))
+        if not parts:
+            return pq.read_schema(self.paths[0]).empty_table().select(list(columns))
+        return pa.concat_tables(parts).combine_chunks().replace_schema_metadata(None)
+
     def map(
         self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]] | None = None, *, ray: bool = False
     ) -> list[Any]:

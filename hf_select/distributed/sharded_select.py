@@ -76,7 +76,8 @@ def fit_sharded(
 ) -> Selection:
     """`selector`'s selection from sharded scores (see the module doc): what `selector.fit(merged pool)`
     gives, with the record's parameters ending in `shards` (paths, rows, fingerprints). `pool`: the pool's
-    rows (as many as the sidecars cover), for the subset; else the subset holds the columns read."""
+    rows (as many as the sidecars cover), for the subset; else the subset holds each row's pool index
+    (`INDEX_COLUMN`). The subset has every sidecar column, as the merged pool's subset would."""
     if not isinstance(selector, SHARDED):
         names = sorted({c.method for c in SHARDED} | {"ifd", "centroid"})
         raise InputError(f"{selector.method} does not select from sharded scores; these do: {', '.join(names)}")
@@ -117,8 +118,7 @@ def fit_sharded(
     picked = pick(table, budget, tokens)
     picked.details["shards"] = scores.describe()
     selection = selector.complete(table, picked, budget, tokens, source=source, scorers=scorers)
-    if pool is not None:
-        selection.dataset = _subset(pool, selection.indices, selection.dataset, made=made)
+    selection.dataset = _subset(pool, scores, selection.indices, selection.dataset, made=made)
     return selection
 
 
@@ -281,16 +281,23 @@ def _source(scores: ShardedScores) -> dict[str, Any]:
     return {"dataset": None, "sharded_scores": str(scores.paths[0].parent), "num_rows": scores.n_rows}
 
 
-def _subset(pool: Dataset, indices: np.ndarray, chosen: Dataset, *, made: Sequence[str]) -> Dataset:
-    """The pool's selected rows, with the score columns it lacks from the sidecars and the columns the
-    selector made (k-means' clusters) replacing any of that name, as `fit` on the scored pool keeps them."""
-    subset = pool.select(indices)
+def _subset(
+    pool: Dataset | None, scores: ShardedScores, indices: np.ndarray, chosen: Dataset, *, made: Sequence[str]
+) -> Dataset:
+    """The selected rows as `fit` on the scored pool keeps them: the pool's columns (without a pool, each
+    row's pool index), every sidecar column the pool lacks, then the columns the selector made (k-means'
+    clusters) in place of any of that name."""
+    subset = pool.select(indices) if pool is not None else Dataset.from_dict({INDEX_COLUMN: indices.tolist()})
     stale = [c for c in made if c in subset.column_names]
     if stale:
         subset = subset.remove_columns(stale)
-    for name in chosen.column_names:
-        if name not in subset.column_names and name != INDEX_COLUMN:
-            subset = subset.add_column(name, chosen.with_format("arrow")[name])
+    missing = [c for c in scores.columns if c not in subset.column_names and c not in made]
+    if missing:
+        rows = scores.take(indices, missing)
+        for name in missing:
+            subset = subset.add_column(name, rows.column(name))
+    for name in made:
+        subset = subset.add_column(name, chosen.with_format("arrow")[name])
     return subset
 
 
