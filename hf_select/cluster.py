@@ -214,7 +214,9 @@ class KMeans:
         limit = self.max_points_per_centroid * int(self.n_clusters)
         if n_rows <= limit:
             return None
-        perm = np.empty(n_rows, dtype=np.int32 if n_rows < 2**31 else np.int64)
+        if n_rows >= 2**31:  # faiss permutes with 32-bit ints
+            raise InputError(f"k-means over {n_rows:,} rows: faiss samples from at most 2**31 - 1 rows")
+        perm = np.empty(n_rows, dtype=np.int32)
         faiss.rand_perm(faiss.swig_ptr(perm), n_rows, self.seed)
         return perm[:limit].astype(np.int64)
 

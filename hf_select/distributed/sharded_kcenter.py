@@ -7,7 +7,10 @@ so it is the one the single machine computes), marks the row when it is its own,
 farthest open row (distance, pool index, vector); the driver takes the farthest, ties to the lowest pool
 index, as the single machine's `argmax` does. The start rows are sent once; one-shot mode asks each shard
 for its rows by distance to them (the first `limit`) and merges. The driver holds the pool indices of
-the usable rows and the token column (8 bytes a row each); the shards hold their own embeddings.
+the usable rows and the token column (8 bytes a row each); the shards hold their own embeddings. Each
+shard measures on the selector's `device` (default: CUDA where the shard runs, when it has one) and the
+record names the shards' device: pin `device` to match a single-machine run on another device, since the
+CPU and CUDA kernels may break a float32 near-tie differently.
 
 Example:
     >>> import numpy as np, pyarrow as pa, tempfile
@@ -62,6 +65,9 @@ class ShardKCenter:
         self.rows = index[local]
         self.device = _resolve_device(device)
         self.state = _State(_as_matrix(X, self.device), chunk_size) if len(X) else None
+
+    def device_type(self) -> str:
+        return self.device.type
 
     def usable(self) -> np.ndarray:
         """The pool indices of this shard's usable rows (ascending)."""
@@ -165,7 +171,7 @@ def pick_round_trips(selector: KCenter, scores: Any, budget: Budget, tokens: np.
             yield row
             bests = shards.call("step", row, vector)
 
-    device = _resolve_device(selector.device).type
+    device = shards.call("device_type")[0]  # where the shards measured the distances
     return selector.pick_from(rows, picks, budget, tokens, n_pool=scores.n_rows, device=device)
 
 

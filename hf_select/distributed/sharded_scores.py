@@ -112,6 +112,7 @@ class ShardedScores:
         seen, out = set(), []
         for meta in self.metas:
             entry = meta.get("scorer")
+            entry = {"method": entry} if isinstance(entry, str) else entry
             if isinstance(entry, dict) and (key := json.dumps(entry, sort_keys=True, default=str)) not in seen:
                 seen.add(key)
                 out.append(entry)
