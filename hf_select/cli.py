@@ -125,6 +125,16 @@ def _select_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--controls", type=int, default=0, help="also write N random controls of the same size")
     p.add_argument("--with-scores", action="store_true", help="also write the whole scored pool under scores/")
     p.add_argument(
+        "--sharded", action="store_true",
+        help="INPUT is a folder of score sidecars (scores-*-of-*.parquet, from sharded scoring): select from them "
+        "exactly as from the merged pool; the record names the shards",
+    )  # fmt: skip
+    p.add_argument(
+        "--pool", help="with --sharded: the pool the sidecars score (any INPUT form; --split etc. apply to it), for "
+        "the subset's rows; without it the subset holds each row's pool index and the score columns read",
+    )  # fmt: skip
+    p.add_argument("--ray", action="store_true", help="with --sharded: run the per-shard steps on Ray (RAY_ADDRESS)")
+    p.add_argument(
         "--output-format", choices=["original", "messages"], default="original",
         help="the subset's rows as in the pool (original), or as TRL-ready `messages` (role/content turns)",
     )  # fmt: skip

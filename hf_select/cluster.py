@@ -201,10 +201,33 @@ class KMeans:
 
     def cluster_matrix(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """k-means of a float32 [m, dim] matrix: (centroids, labels int64 [m], distances float64 [m])."""
+        km = self.train(X)
+        _, assigned = km.index.search(np.ascontiguousarray(X, dtype=np.float32), 1)
+        labels = assigned[:, 0].astype(np.int64)
+        return self.centroids, labels, self.distances(X, labels)  # type: ignore[return-value]
+
+    def training_sample(self, n_rows: int) -> np.ndarray | None:
+        """The positions among `n_rows` usable rows that faiss trains on, in its order (its own seeded
+        permutation, `faiss.rand_perm`), or None when it trains on all of them: training on these rows
+        gives the centroids training on all `n_rows` gives (sharded k-means gathers only them)."""
+        faiss = _faiss()
+        limit = self.max_points_per_centroid * int(self.n_clusters)
+        if n_rows <= limit:
+            return None
+        if n_rows >= 2**31:  # faiss permutes with 32-bit ints
+            raise InputError(f"k-means over {n_rows:,} rows: faiss samples from at most 2**31 - 1 rows")
+        perm = np.empty(n_rows, dtype=np.int32)
+        faiss.rand_perm(faiss.swig_ptr(perm), n_rows, self.seed)
+        return perm[:limit].astype(np.int64)
+
+    def train(self, X: np.ndarray, *, n_rows: int | None = None) -> Any:
+        """Train on a float32 [m, dim] matrix (or on `training_sample(n_rows)` of `n_rows` usable rows):
+        sets `centroids` and `stats`; returns the trained `faiss.Kmeans`."""
         faiss = _faiss()
         m, d = X.shape
-        if m < self.n_clusters:
-            raise InputError(f"k-means with {self.n_clusters:,} clusters needs at least that many rows, got {m:,}")
+        n_rows = m if n_rows is None else n_rows
+        if n_rows < self.n_clusters:
+            raise InputError(f"k-means with {self.n_clusters:,} clusters needs at least that many rows, got {n_rows:,}")
         X = np.ascontiguousarray(X, dtype=np.float32)
         gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
         gpu = (gpus > 0) if self.gpu is None else self.gpu
@@ -216,13 +239,44 @@ class KMeans:
             max_points_per_centroid=self.max_points_per_centroid, init_method=init, gpu=gpu,
         )  # fmt: skip
         km.train(X)
-        C = np.ascontiguousarray(km.centroids, dtype=np.float32)
-        _, assigned = km.index.search(X, 1)
-        labels = assigned[:, 0].astype(np.int64)
-        distances = np.empty(m, dtype=np.float64)
+        self.centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
+        self.stats = {
+            "objective": [float(v) for v in km.obj] if km.obj is not None else None,
+            "iterations": len(km.obj) if km.obj is not None else None,
+            "training_rows": min(n_rows, self.max_points_per_centroid * int(self.n_clusters)),
+            "device": f"gpu x{int(gpu)}" if gpu else "cpu",
+            "threads": int(faiss.omp_get_max_threads()),
+            "faiss": getattr(faiss, "__version__", None),
+        }
+        return km
+
+    def assign(self, X: np.ndarray, *, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, distances) of the rows of `X` (some of `n_rows` usable rows) under the trained
+        `centroids`, as `cluster_matrix` assigns them: faiss's flat search (padded to the row count at
+        which faiss switches to its BLAS search when all `n_rows` rows would take it) and `distances`."""
+        faiss = _faiss()
+        if self.centroids is None:
+            raise InputError("assign needs trained centroids: call train first")
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        index = (faiss.IndexFlatIP if self.spherical else faiss.IndexFlatL2)(self.centroids.shape[1])
+        index.add(self.centroids)
+        blas = int(getattr(faiss.cvar, "distance_compute_blas_threshold", 20))
+        query = X
+        if len(X) < blas <= n_rows:  # the same search path (and so the same rounding) as the whole matrix
+            query = np.zeros((blas, X.shape[1]), dtype=np.float32)
+            query[: len(X)] = X
+        _, assigned = index.search(query, 1)
+        labels = assigned[: len(X), 0].astype(np.int64)
+        return labels, self.distances(X, labels)
+
+    def distances(self, X: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Each row's distance to its centroid: `||x - c||`, or `1 - cos(x, c)` when spherical."""
+        C = self.centroids
+        assert C is not None
+        distances = np.empty(len(X), dtype=np.float64)
         if self.spherical:
             unit_c = C / np.maximum(np.linalg.norm(C, axis=1, keepdims=True), np.finfo(np.float32).tiny)
-        for a in range(0, m, _ROWS_PER_BLOCK):
+        for a in range(0, len(X), _ROWS_PER_BLOCK):
             x, lab = X[a : a + _ROWS_PER_BLOCK], labels[a : a + _ROWS_PER_BLOCK]
             if self.spherical:
                 norms = np.linalg.norm(x, axis=1)
@@ -230,43 +284,42 @@ class KMeans:
                 distances[a : a + len(x)] = 1.0 - np.clip(cos, -1.0, 1.0)
             else:
                 distances[a : a + len(x)] = np.linalg.norm(x - C[lab], axis=1)
-        self.centroids = C
-        self.stats = {
-            "objective": [float(v) for v in km.obj] if km.obj is not None else None,
-            "iterations": len(km.obj) if km.obj is not None else None,
-            "training_rows": min(m, self.max_points_per_centroid * int(self.n_clusters)),
-            "device": f"gpu x{int(gpu)}" if gpu else "cpu",
-            "threads": int(faiss.omp_get_max_threads()),
-            "faiss": getattr(faiss, "__version__", None),
-        }
-        return C, labels, distances
+        return distances
 
-    def fit(self, ds: Dataset) -> Dataset:
-        """`ds` with `output_column` (int64, null for unusable rows) and `distance_column` (float64) added,
-        replacing columns of those names."""
-        X, rows = embedding_array(ds, self.column)
-        _, labels, distances = self.cluster_matrix(X)
-        n = len(ds)
-        cluster = np.zeros(n, dtype=np.int64)
-        distance = np.zeros(n, dtype=np.float64)
-        missing = np.ones(n, dtype=bool)
-        cluster[rows], distance[rows], missing[rows] = labels, distances, False
-        self.stats["rows_clustered"] = int(len(rows))
-        self.stats["rows_unclustered"] = int(n - len(rows))
+    def count(self, n: int, labels: np.ndarray) -> None:
+        """Record in `stats` how `n` rows were clustered (`labels` of the usable ones)."""
+        self.stats["rows_clustered"] = int(len(labels))
+        self.stats["rows_unclustered"] = int(n - len(labels))
         sizes = np.bincount(labels, minlength=self.n_clusters)
         self.stats["cluster_sizes"] = {
             "min": int(sizes.min()),
             "max": int(sizes.max()),
             "empty": int((sizes == 0).sum()),
         }
-        original = ds
+
+    def with_columns(self, ds: Dataset, rows: np.ndarray, labels: np.ndarray, distances: np.ndarray) -> Dataset:
+        """`ds` with `output_column` and `distance_column` (null for rows not in `rows`) replacing any columns
+        of those names."""
+        n = len(ds)
+        cluster = np.zeros(n, dtype=np.int64)
+        distance = np.zeros(n, dtype=np.float64)
+        missing = np.ones(n, dtype=bool)
+        cluster[rows], distance[rows], missing[rows] = labels, distances, False
         stale = [c for c in (self.output_column, self.distance_column) if c in ds.column_names]
         if stale:
             ds = ds.remove_columns(stale)
         fingerprint = hashlib.sha256(f"{ds._fingerprint}:{self.fingerprint()}".encode()).hexdigest()[:16]
         ds = ds.add_column(self.output_column, pa.array(cluster, mask=missing), new_fingerprint=f"{fingerprint}-c")
-        ds = ds.add_column(self.distance_column, pa.array(distance, mask=missing), new_fingerprint=f"{fingerprint}-d")
-        return derived(ds, original, self.describe())  # selectors record this clustering with the pool's scorers
+        return ds.add_column(self.distance_column, pa.array(distance, mask=missing), new_fingerprint=f"{fingerprint}-d")
+
+    def fit(self, ds: Dataset) -> Dataset:
+        """`ds` with `output_column` (int64, null for unusable rows) and `distance_column` (float64) added,
+        replacing columns of those names."""
+        X, rows = embedding_array(ds, self.column)
+        _, labels, distances = self.cluster_matrix(X)
+        self.count(len(ds), labels)
+        clustered = self.with_columns(ds, rows, labels, distances)
+        return derived(clustered, ds, self.describe())  # selectors record this clustering with the pool's scorers
 
 
 def kmeans(

@@ -13,11 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import select
+from .distributed.layout import INDEX_COLUMN
 from .errors import InputError
 from .options import Option, add_options, build, field_options, given
 from .select import Budget
 
 if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from .distributed.sharded_scores import ShardedScores
     from .scorers import Scorer
 
 
@@ -158,29 +162,50 @@ def cmd_select(args: argparse.Namespace, command: str) -> int:
     from .summary import describe, table
 
     selector = build_selector(args)  # every option checked before anything is read
-    out = prepare_output(args.output, [args.input], overwrite=args.overwrite)
+    if not args.sharded and (args.pool or args.ray):
+        raise InputError(f"{'--pool' if args.pool else '--ray'} goes with --sharded (INPUT a folder of score sidecars)")
+    if args.sharded and (args.with_scores or args.limit):
+        raise InputError(f"--sharded does not take {'--with-scores' if args.with_scores else '--limit'}")
+    inputs = [args.input, *([args.pool] if args.pool else [])]
+    out = prepare_output(args.output, inputs, overwrite=args.overwrite)
     controls_out = Path(f"{out}-controls")
     if args.controls:
-        prepare_output(controls_out, [args.input], overwrite=args.overwrite)
-    pool = load_pool(
-        args.input, split=args.split, revision=args.data_revision, config=args.data_config, limit=args.limit
-    ).dataset
-    sel = selector.fit(pool)  # source and scorers: the pool's provenance
+        prepare_output(controls_out, inputs, overwrite=args.overwrite)
+    loaded = args.pool if args.sharded else args.input
+    pool = None
+    if loaded is not None:
+        pool = load_pool(
+            loaded, split=args.split, revision=args.data_revision, config=args.data_config, limit=args.limit
+        ).dataset
+    fit: Callable[[select.Selector], select.Selection] = lambda s: s.fit(pool)  # noqa: E731
+    if args.sharded:
+        from .distributed.sharded_scores import ShardedScores
+
+        scores = ShardedScores.open(args.input)
+        fit = lambda s: s.fit_sharded(scores, pool=pool, ray=args.ray)  # noqa: E731
+    sel = fit(selector)  # source and scorers: the pool's provenance
     sel.record.command = command
     controls = []
     if args.controls:
         budget = selector.requested_budget()
         same_size = Budget("tokens", budget.value) if budget is not None and budget.kind == "tokens" else len(sel)
-        controls = select.random_controls(
-            pool, same_size, n_controls=args.controls, seed=getattr(selector, "seed", 0),
-            column=selector.scored_column(), token_column=selector.token_column,
-        )  # fmt: skip
+        controls = [
+            fit(select.Random(
+                budget=same_size, seed=getattr(selector, "seed", 0) + i, column=selector.scored_column(),
+                token_column=selector.token_column,
+            ))
+            for i in range(args.controls)
+        ]  # fmt: skip
+    if args.sharded:
+        pool = card_scores(scores, selector, pool)
+        if args.pool is None:
+            print(f"No --pool: the subset holds each row's pool index ({INDEX_COLUMN}) and the columns read.")
     token_column = selector.token_column
     card = {
         "pool": pool, "source_card_data": fetch_source_card_data(sel.record.source), "token_column": token_column,
         "output_format": args.output_format,
     }  # fmt: skip
-    with staged_output(out, [args.input], overwrite=args.overwrite) as folder:
+    with staged_output(out, inputs, overwrite=args.overwrite) as folder:
         save_selection(
             sel.dataset, folder, sel.record, scores=pool if args.with_scores else None,
             random_baseline=controls[0] if controls else None, **card,
@@ -188,7 +213,7 @@ def cmd_select(args: argparse.Namespace, command: str) -> int:
     summaries = {"pool": describe(pool, token_column), args.method: describe(sel.dataset, token_column)}
     written = {args.method: out}
     if controls:
-        with staged_output(controls_out, [args.input], overwrite=args.overwrite) as folder:
+        with staged_output(controls_out, inputs, overwrite=args.overwrite) as folder:
             for control in controls:
                 name, seed_folder = f"random seed {control.record.seed}", f"seed-{control.record.seed}"
                 control.record.command = command
@@ -200,6 +225,28 @@ def cmd_select(args: argparse.Namespace, command: str) -> int:
     for name, path in written.items():
         print(f"  {name:<16} {path}")
     return 0
+
+
+def card_scores(scores: ShardedScores, selector: select.Selector, rows: Dataset | None) -> Dataset:
+    """What the card and summary compare a sharded selection with: the score and token columns of the whole
+    pool (read from the sidecars), with the pool's own columns when its `rows` are given."""
+    from .distributed.sharded_select import read_columns
+
+    wanted = [*read_columns(selector), selector.token_column]
+    table = scores.gather([c for c in dict.fromkeys(wanted) if c in scores.columns and not _is_list(scores, c)])
+    table = table.remove_columns([INDEX_COLUMN])
+    for name in rows.column_names if rows is not None else []:
+        if name not in table.column_names:
+            table = table.add_column(name, rows.with_format("arrow")[name])
+    return table
+
+
+def _is_list(scores: ShardedScores, column: str) -> bool:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    kind = pq.read_schema(scores.paths[0]).field(column).type
+    return pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
 
 
 def cmd_push(args: argparse.Namespace) -> int:

@@ -130,7 +130,37 @@ class Selector(ABC):
             raise InputError(f"{self.method} selects from a datasets.Dataset, got {type(pool).__name__}{hint}")
         budget = self.requested_budget()
         tokens = token_values(pool, budget, self.token_column)
-        picked = self.pick(pool, budget, tokens)
+        return self.complete(pool, self.pick(pool, budget, tokens), budget, tokens, source=source, scorers=scorers)
+
+    def fit_sharded(
+        self,
+        scores: Any,
+        *,
+        pool: Dataset | None = None,
+        ray: bool = False,
+        source: Mapping[str, Any] | None = None,
+        scorers: Sequence[Any] | None = None,
+    ) -> Selection:
+        """Select from sharded scores: `scores` is a folder of score sidecars (or their paths, or a
+        `hf_select.distributed.ShardedScores`), `pool` the whole pool's rows for the subset (without it
+        the subset holds the columns read from the sidecars). The same indices and record as `fit` on
+        the merged pool, plus a `shards` parameter (paths and fingerprints); `ray=True` runs the
+        per-shard steps as Ray tasks. See `hf_select.distributed.sharded_select`."""
+        from ..distributed.sharded_select import fit_sharded
+
+        return fit_sharded(self, scores, pool=pool, ray=ray, source=source, scorers=scorers)
+
+    def complete(
+        self,
+        pool: Dataset,
+        picked: Picked,
+        budget: Budget | None,
+        tokens: np.ndarray | None,
+        *,
+        source: Mapping[str, Any] | None = None,
+        scorers: Sequence[Any] | None = None,
+    ) -> Selection:
+        """The `Selection` of what `pick` chose from `pool` (its subset, record and provenance)."""
         known_source, known_scorers = provenance_of(pool)
         return finish(
             picked.pool if picked.pool is not None else pool,

@@ -33,8 +33,9 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -130,13 +131,20 @@ class _State:
     def update(self, centers: torch.Tensor) -> None:
         """dmin = min(dmin, distance to each of `centers` (row indices)), exactly, block by block: one
         center over row chunks of `chunk_size`, or blocks of at most `_BLOCK_ENTRIES` centers x rows."""
-        rows = self.chunk if len(centers) == 1 else min(self.chunk, _MANY_ROWS)
+        self.update_vectors(self.rows(centers), self.sq[centers], self.norm[centers])
+
+    def update_vectors(self, C: torch.Tensor, sqC: torch.Tensor | None = None, nC: torch.Tensor | None = None) -> None:
+        """`update` with centers given as vectors (rows of another shard: sharded k-center). Their squared
+        norms only rule rows out, within the slack, so computing them here changes no distance."""
+        if sqC is None or nC is None:
+            sqC = (C * C).sum(1)
+            nC = sqC.sqrt()
+        rows = self.chunk if len(C) == 1 else min(self.chunk, _MANY_ROWS)
         per_block = max(1, _BLOCK_ENTRIES // rows)
-        for c0 in range(0, len(centers), per_block):
-            cidx = centers[c0 : c0 + per_block]
-            C, sqC, nC = self.rows(cidx), self.sq[cidx], self.norm[cidx]
+        for c0 in range(0, len(C), per_block):
+            block = slice(c0, c0 + per_block)
             for a in range(0, self.n, rows):
-                self._block(a, min(a + rows, self.n), C, sqC, nC)
+                self._block(a, min(a + rows, self.n), C[block], sqC[block], nC[block])
 
     def _block(self, a: int, b: int, C: torch.Tensor, sqC: torch.Tensor, nC: torch.Tensor) -> None:
         dmin = self.dmin[a:b]
@@ -356,34 +364,52 @@ class KCenter(BudgetedSelector):
         if budget.kind == "tokens":
             keep = ~np.isnan(tokens[rows])  # type: ignore[index]
             X, rows = X[keep], rows[keep]
-        start = _init_rows(self.init, self.seed, rows, len(pool))
-        position = np.full(len(pool), -1, dtype=np.int64)
-        position[rows] = np.arange(len(rows))
-        start_local = position[start]
         dev = _resolve_device(self.device)
+
+        def picks(start: np.ndarray) -> Iterator[int]:
+            position = np.full(len(pool), -1, dtype=np.int64)
+            position[rows] = np.arange(len(rows))
+            kwargs = {"selected": position[start], "mode": self.mode, "chunk_size": self.chunk_size, "device": dev}
+            return (int(rows[local]) for local in kcenter_iter(X, **kwargs))
+
+        return self.pick_from(rows, picks, budget, tokens, n_pool=len(pool), device=dev.type)
+
+    def pick_from(
+        self,
+        rows: np.ndarray,
+        picks: Callable[[np.ndarray], Iterator[int]],
+        budget: Budget,
+        tokens: np.ndarray | None,
+        *,
+        n_pool: int,
+        device: str,
+    ) -> Picked:
+        """The budgeted picks: `rows` are the pool indices that can be selected (ascending), `picks(start)`
+        the k-center picks (pool indices) from the start rows (sharded k-center gives its own)."""
+        start = _init_rows(self.init, self.seed, rows, n_pool)
         what = "rows with a usable embedding"
-        kwargs = {"selected": start_local, "mode": self.mode, "chunk_size": self.chunk_size, "device": dev}
         if budget.kind == "tokens":
-            budget.check(len(rows), n_pool=len(pool), tokens=float(np.sum(tokens[rows])), what=what)  # type: ignore[index]
+            budget.check(len(rows), n_pool=n_pool, tokens=float(np.sum(tokens[rows])), what=what)  # type: ignore[index]
             order = list(start.tolist())
             used = float(np.sum(tokens[start]))  # type: ignore[index]
             if used <= budget.value:
-                for local in kcenter_iter(X, **kwargs):
-                    order.append(int(rows[local]))
-                    used += float(tokens[rows[local]])  # type: ignore[index]
+                for row in picks(start):
+                    order.append(row)
+                    used += float(tokens[row])  # type: ignore[index]
                     if used > budget.value:
                         break
             order_arr = np.array(order, dtype=np.int64)
         else:
-            n = budget.check(len(rows), n_pool=len(pool), what=what)
+            n = budget.check(len(rows), n_pool=n_pool, what=what)
             if n < len(start):
                 raise BudgetError(f"budget of {n:,} rows is smaller than the {len(start):,} init rows")
-            order_arr = np.concatenate([start, rows[kcenter_indices(X, n - len(start), **kwargs)]]).astype(np.int64)
-        chosen = budget.cut(order_arr, n_pool=len(pool), tokens=tokens, what=what)
+            new = np.fromiter(itertools.islice(picks(start), n - len(start)), dtype=np.int64, count=n - len(start))
+            order_arr = np.concatenate([start, new]).astype(np.int64)
+        chosen = budget.cut(order_arr, n_pool=n_pool, tokens=tokens, what=what)
         if len(chosen) < len(start):
             raise BudgetError(f"budget of {budget.describe()} does not cover the {len(start):,} init rows")
         init = self.init if self.init is None or isinstance(self.init, int | np.integer) else "indices"
-        return Picked(chosen, {"init": init, "init_rows": start.tolist(), "device": dev.type})
+        return Picked(chosen, {"init": init, "init_rows": start.tolist(), "device": device})
 
     def parameters(self, details: dict[str, Any]) -> dict[str, Any]:
         return {"column": self.column, "mode": self.mode, "metric": self.metric, **details}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from datasets import Dataset
@@ -12,6 +12,9 @@ from .base import BudgetedSelector, Picked
 from .budget import Budget, BudgetSpec
 from .selection import TOKEN_COLUMN, Selection
 from .within_clusters import Centroid, WithinClusters
+
+if TYPE_CHECKING:
+    from ..cluster import KMeans
 
 
 @dataclass(kw_only=True)
@@ -45,12 +48,20 @@ class KMeansSelect(BudgetedSelector):
     """Cosine clusters (for normalised embeddings)."""
 
     def pick(self, pool: Dataset, budget: Budget, tokens: np.ndarray | None) -> Picked:
+        km = self.kmeans()
+        return self.pick_clustered(km.fit(pool), km, budget, tokens)
+
+    def kmeans(self) -> KMeans:
+        """The clustering this selector runs (`hf_select.cluster.KMeans`)."""
         from ..cluster import KMeans
 
-        km = KMeans(
+        return KMeans(
             n_clusters=self.n_clusters, column=self.column, seed=self.seed, niter=self.niter, spherical=self.spherical
         )
-        clustered = km.fit(pool)
+
+    def pick_clustered(self, clustered: Dataset, km: KMeans, budget: Budget, tokens: np.ndarray | None) -> Picked:
+        """The quotas filled from `clustered`, the pool with `km`'s cluster columns (sharded selection
+        clusters shard by shard, then picks here)."""
         inner: WithinClusters
         if self.score_column is None:
             inner = Centroid(budget=self.budget, clustering=km.describe(), token_column=self.token_column)
