@@ -240,6 +240,28 @@ def test_lora_run_changes_only_the_attention_projections(tiny_model: str, tmp_pa
     assert run_fingerprint(lora, 0, "x") != run_fingerprint(full, 0, "x")
 
 
+def test_trl_training_is_deterministic_and_trains_on_the_responses_only(tiny_model: str, tmp_path: Path) -> None:
+    import torch
+
+    from hf_select.compare.sft import trl_dataset
+    from hf_select.compare.train import train_run
+    from hf_select.select.diverse_evol import sft_examples
+    from hf_select.tokenizer import load_tokenizer
+
+    subset = Dataset.from_list(rows("a", 0, 12))
+    one = TrainSettings(model=tiny_model, epochs=1, learning_rate=1e-2, max_length=96, batch_size=4)
+    first, second = (train_run(subset, one, 3, tmp_path / name) for name in ("r1", "r2"))
+    other = train_run(subset, one, 4, tmp_path / "r3")  # another seed: another data order
+    a, b, c = (r.model.state_dict() for r in (first, second, other))
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
+    assert first.info["metrics"]["train_loss"] == second.info["metrics"]["train_loss"]
+    # what TRL is given: the project's encoding, the completion mask exactly where sft_examples has labels
+    examples, _ = sft_examples(subset, load_tokenizer(tiny_model), max_length=96)
+    data = trl_dataset(examples)
+    for example, mask in zip(examples, data["completion_mask"], strict=True):
+        assert mask == [int(label != -100) for label in example["labels"]] and 0 < sum(mask) < len(mask)
+
+
 def test_exact_match_eval_scores_what_the_model_generates(tiny_model: str, tmp_path: Path) -> None:
     def qa(question: str, answer: str) -> dict:
         return {"conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]}

@@ -13,11 +13,9 @@ import dataclasses
 from typing import get_args
 
 from ..encoding import TemplateName
-from .train import PER_RUN, TrainSettings
+from .train import TrainSettings
 
-CLI_SETTINGS = tuple(
-    f.name for f in dataclasses.fields(TrainSettings) if f.name not in (*PER_RUN, "model", "format", "columns")
-)
+CLI_SETTINGS = tuple(f.name for f in dataclasses.fields(TrainSettings) if f.name not in ("model", "format", "columns"))
 """The training fields `hf-select compare` offers as options (a pool's format is detected, not forced)."""
 
 _HELP = {
