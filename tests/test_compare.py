@@ -183,7 +183,7 @@ def test_cli_select_controls_then_compare_and_dry_run(
     assert main(["compare", str(sel), *common, *train, "--dry-run"]) == 0
     dry = capsys.readouterr().out
     assert "**Dry run**: 3 of 4 runs to train" not in dry and "4 of 4 runs to train" in dry and "GPU hours" in dry
-    assert not (tmp_path / "c" / "runs").exists()
+    assert not (tmp_path / "c" / "runs").exists() and not (sel / "compare" / "compare.json").exists()
     assert main(["compare", str(sel), *common, *train]) == 0
     out = capsys.readouterr().out
     assert "heldout/loss" in out and "## Cheap proxies (no training)" in out
@@ -193,8 +193,13 @@ def test_cli_select_controls_then_compare_and_dry_run(
     assert "](compare/assets/compare-heldout-loss.png)" in readme
     assert [c["name"] for c in saved["controls"]] == ["random seed 0", "random seed 1", "random seed 2"]
     assert saved["settings"]["learning_rate"] == 0.003 and saved["estimate"]["runs_to_train"] == 4
+    real = {name: (sel / name).read_bytes() for name in ("compare/compare.json", "compare/report.md", "README.md")}
     assert main(["compare", str(sel), *common, *train, "--dry-run"]) == 0
-    assert "0 of 4 runs to train" in capsys.readouterr().out
+    dry = capsys.readouterr().out
+    assert "0 of 4 runs to train" in dry and "compare.json and report.md are left as they were" in dry
+    # a dry run after a real one leaves the result, its report and the card's section as they were
+    assert {name: (sel / name).read_bytes() for name in real} == real
+    assert json.loads((sel / "compare" / "dry-run.json").read_text())["estimate"]["runs_to_train"] == 0
     assert main(["compare", str(sel), "--controls", str(tmp_path), "--model", tiny_model]) == 2
     assert "neither a selection folder" in capsys.readouterr().err
 

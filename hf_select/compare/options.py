@@ -92,11 +92,10 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir, output=args.output, keep_models=not args.no_keep_models, dry_run=args.dry_run,
         gpu_tflops=args.gpu_tflops,
     )  # fmt: skip
-    from pathlib import Path
-
-    from .report import REPORT_FILE, render_report
+    from .report import render_report
 
     print(render_report(result))
-    out = Path(args.output) if args.output else Path(args.selection) / "compare"
-    print(f"Written: {out / REPORT_FILE} and {out / 'compare.json'}")
+    if result.written:
+        also = " (compare.json and report.md are left as they were)" if args.dry_run else " and compare.json"
+        print(f"Written: {result.written}{also}")
     return 0

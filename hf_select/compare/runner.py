@@ -55,9 +55,11 @@ class CompareResult:
     proxies: dict[str, dict[str, Any]]
     estimate: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
+    written: str | None = None
+    """The file `compare` wrote: `report.md`, or `dry-run.json` for a dry run (None: nothing written)."""
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "comparisons"}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("comparisons", "written")}
         out["comparisons"] = [c.to_dict() for c in self.comparisons]
         return out
 
@@ -174,7 +176,8 @@ def compare(
     """Does `selection` beat random? Fine-tune `model` (or `settings`) on it and on each control with each
     of `seeds`, evaluate every model on `evals` (see `hf_select.compare.evals`), and test per metric.
     Writes `compare.json`, `report.md` and plots to `output` (default: `<selection folder>/compare`;
-    nothing is written for a Dataset selection without `output`). `dry_run` only estimates GPU hours."""
+    nothing is written for a Dataset selection without `output`). `dry_run` only estimates GPU hours and
+    writes them to `dry-run.json` in the same folder, leaving a real `compare.json` (and the card) alone."""
     from .estimate import estimate_runs
     from .report import write_report
 
@@ -219,8 +222,8 @@ def compare(
         result.comparisons = _comparisons(runs, evaluations, subsets, seeds, alpha)
     out = Path(output) if output is not None else (Path(subsets[0].path) / "compare" if subsets[0].path else None)
     if out is not None:
-        write_report(result, out)
-        if subsets[0].path and out.resolve() == (Path(subsets[0].path) / COMPARE_DIR).resolve():
+        result.written = str(write_report(result, out))
+        if not dry_run and subsets[0].path and out.resolve() == (Path(subsets[0].path) / COMPARE_DIR).resolve():
             refresh_readme(subsets[0].path)  # the card gains (or updates) its "Against random" section
     return result
 
