@@ -183,7 +183,7 @@ def test_cli_select_controls_then_compare_and_dry_run(
     assert main(["compare", str(sel), *common, *train, "--dry-run"]) == 0
     dry = capsys.readouterr().out
     assert "**Dry run**: 3 of 4 runs to train" not in dry and "4 of 4 runs to train" in dry and "GPU hours" in dry
-    assert not (tmp_path / "c" / "runs").exists()
+    assert not (tmp_path / "c" / "runs").exists() and not (sel / "compare" / "compare.json").exists()
     assert main(["compare", str(sel), *common, *train]) == 0
     out = capsys.readouterr().out
     assert "heldout/loss" in out and "## Cheap proxies (no training)" in out
@@ -193,8 +193,13 @@ def test_cli_select_controls_then_compare_and_dry_run(
     assert "](compare/assets/compare-heldout-loss.png)" in readme
     assert [c["name"] for c in saved["controls"]] == ["random seed 0", "random seed 1", "random seed 2"]
     assert saved["settings"]["learning_rate"] == 0.003 and saved["estimate"]["runs_to_train"] == 4
+    real = {name: (sel / name).read_bytes() for name in ("compare/compare.json", "compare/report.md", "README.md")}
     assert main(["compare", str(sel), *common, *train, "--dry-run"]) == 0
-    assert "0 of 4 runs to train" in capsys.readouterr().out
+    dry = capsys.readouterr().out
+    assert "0 of 4 runs to train" in dry and "compare.json and report.md are left as they were" in dry
+    # a dry run after a real one leaves the result, its report and the card's section as they were
+    assert {name: (sel / name).read_bytes() for name in real} == real
+    assert json.loads((sel / "compare" / "dry-run.json").read_text())["estimate"]["runs_to_train"] == 0
     assert main(["compare", str(sel), "--controls", str(tmp_path), "--model", tiny_model]) == 2
     assert "neither a selection folder" in capsys.readouterr().err
 
@@ -238,6 +243,28 @@ def test_lora_run_changes_only_the_attention_projections(tiny_model: str, tmp_pa
     assert changed and all(any(t in k for t in ("q_proj", "k_proj", "v_proj", "o_proj")) for k in changed)
     full = TrainSettings(model=tiny_model, epochs=1, learning_rate=1e-2, max_length=96)
     assert run_fingerprint(lora, 0, "x") != run_fingerprint(full, 0, "x")
+
+
+def test_trl_training_is_deterministic_and_trains_on_the_responses_only(tiny_model: str, tmp_path: Path) -> None:
+    import torch
+
+    from hf_select.compare.sft import trl_dataset
+    from hf_select.compare.train import train_run
+    from hf_select.select.diverse_evol import sft_examples
+    from hf_select.tokenizer import load_tokenizer
+
+    subset = Dataset.from_list(rows("a", 0, 12))
+    one = TrainSettings(model=tiny_model, epochs=1, learning_rate=1e-2, max_length=96, batch_size=4)
+    first, second = (train_run(subset, one, 3, tmp_path / name) for name in ("r1", "r2"))
+    other = train_run(subset, one, 4, tmp_path / "r3")  # another seed: another data order
+    a, b, c = (r.model.state_dict() for r in (first, second, other))
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
+    assert first.info["metrics"]["train_loss"] == second.info["metrics"]["train_loss"]
+    # what TRL is given: the project's encoding, the completion mask exactly where sft_examples has labels
+    examples, _ = sft_examples(subset, load_tokenizer(tiny_model), max_length=96)
+    data = trl_dataset(examples)
+    for example, mask in zip(examples, data["completion_mask"], strict=True):
+        assert mask == [int(label != -100) for label in example["labels"]] and 0 < sum(mask) < len(mask)
 
 
 def test_exact_match_eval_scores_what_the_model_generates(tiny_model: str, tmp_path: Path) -> None:

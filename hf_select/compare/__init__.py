@@ -2,7 +2,8 @@
 evaluate every model, and test the selection's scores against the controls' (one-sided Mann-Whitney U), as
 the study did; with cheap proxies (tokens, diversity, source mix) that need no training.
 
-Modules: `train` (the SFT runs, cached), `evals` (held-out loss, exact match), `metrics` (the shipped
+Modules: `train` (the SFT runs, cached), `sft` (TRL's SFTTrainer), `evals` (held-out loss, exact match),
+`benchmarks` (HumanEval, lm-eval), `mtbench`, `metrics` (the shipped
 `evaluate` scripts), `stats`, `proxies`, `estimate` (`--dry-run`), `report`, `runner` (`compare`).
 
 Example:
@@ -13,8 +14,8 @@ Example:
     heldout/loss: not distinguishable from random (p = 0.5; with 1 vs 3 scores no p below 0.25 is possible)
 """
 
-from .runner import CompareResult, compare
+from .runner import BenchmarkOptions, CompareResult, compare
 from .stats import MetricComparison, compare_scores
 from .train import TrainSettings
 
-__all__ = ["CompareResult", "MetricComparison", "TrainSettings", "compare", "compare_scores"]
+__all__ = ["BenchmarkOptions", "CompareResult", "MetricComparison", "TrainSettings", "compare", "compare_scores"]

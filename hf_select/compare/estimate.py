@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from datasets import Dataset
+
 from ..select.diverse_evol import sft_examples
 
 
@@ -72,9 +74,11 @@ def estimate_runs(
         proxies[subset.name]["sft"] = counts
     eval_tokens = 0
     for evaluation in evaluations:
-        if isinstance(evaluation.rows, list):  # prompts to generate from: prompt plus up to max_new_tokens
-            eval_tokens += sum(len(tokenizer(r["prompt"])["input_ids"]) + 32 for r in evaluation.rows)
-        else:
+        prompts = evaluation.prompts()
+        if prompts is not None:  # texts to generate from: each text plus up to its new tokens
+            texts, new_tokens = prompts
+            eval_tokens += sum(len(tokenizer(text)["input_ids"]) + new_tokens for text in texts)
+        elif isinstance(evaluation.rows, Dataset):
             eval_tokens += sft_tokens(evaluation.rows, tokenizer, settings.template, settings.max_length)["tokens"]
     flops = 0.0
     pending = 0

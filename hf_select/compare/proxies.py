@@ -1,6 +1,7 @@
 """Cheap proxies, no training: per subset, its token statistics, its diversity on the `embedding`
 column (mean pairwise cosine distance; cluster coverage: the share of k-means clusters, fitted on all
-subsets together, that it has a row in) and its source mix (shares of a `source` column).
+subsets together, that it has a row in; at most 50 clusters and one per 10 rows) and its source mix
+(shares of a `source` column).
 
 Example:
     >>> import numpy as np
@@ -29,6 +30,9 @@ from ..select.selection import TOKEN_COLUMN
 
 EMBEDDING_COLUMN = "embedding"
 SOURCE_COLUMN = "source"
+POINTS_PER_CLUSTER = 10
+"""Cluster coverage uses at most (all subsets' rows) / 10 clusters: with about as many clusters as points,
+every row is its own cluster and every subset covers the same share."""
 MAX_PAIRS_ROWS = 2000
 """Pairwise distances are computed on a seeded sample of at most this many rows per subset."""
 
@@ -57,12 +61,16 @@ def mean_cosine_distance(vectors: np.ndarray, *, seed: int = 0) -> float:
     return float(1.0 - (sims.sum() - np.trace(sims)) / (n * (n - 1)))
 
 
+def cluster_count(clusters: int, points: int) -> int:
+    return max(1, min(clusters, points, max(2, points // POINTS_PER_CLUSTER)))
+
+
 def _cluster_ids(vectors: list[np.ndarray], clusters: int, seed: int) -> list[np.ndarray]:
     """k-means (faiss, seeded) on all subsets' vectors together; each subset's cluster ids."""
     import faiss
 
     allv = np.ascontiguousarray(np.concatenate(vectors).astype(np.float32))
-    k = min(clusters, len(allv))
+    k = cluster_count(clusters, len(allv))
     km = faiss.Kmeans(allv.shape[1], k, niter=20, seed=seed, verbose=False)
     km.train(allv)
     _, labels = km.index.search(allv, 1)
@@ -88,7 +96,7 @@ def subset_proxies(
         for name, v in zip(with_embeddings, vectors, strict=True):
             out[name]["mean_cosine_distance"] = round(mean_cosine_distance(v, seed=seed), 6)
         ids = _cluster_ids(vectors, clusters, seed)
-        k = min(clusters, sum(len(v) for v in vectors))
+        k = cluster_count(clusters, sum(len(v) for v in vectors))
         for name, labels in zip(with_embeddings, ids, strict=True):
             out[name]["cluster_coverage"] = len(np.unique(labels)) / k
             out[name]["clusters"] = k

