@@ -170,6 +170,7 @@ def cpu_comparison(args: argparse.Namespace) -> None:
     from hf_select.distributed.merge import read_scores
 
     work = Path(tempfile.mkdtemp(prefix="bench-distributed-", dir=args.workdir))
+    args.load_at_start = os.getloadavg()[0]
     try:
         pool = build_pool(args.rows, work)
         pool_bytes = du(pool)
@@ -212,7 +213,7 @@ def report(args: argparse.Namespace, pool_bytes: int, results: dict[str, Any], s
     lines = [
         f"Token length (embedded SmolLM2 tokenizer), {args.rows:,} rows (the embedded ShareGPT pool repeated), "
         f"batch size {args.batch_size}; pool on disk {pool_bytes / mib:,.0f} MiB; load average at the start "
-        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
+        f"{args.load_at_start:.1f}, at the end {os.getloadavg()[0]:.1f}, on {os.cpu_count()} cores.",
         "",
         "| way | wall s | CPU s | peak PSS MiB | files written MiB | /proc write_bytes MiB | output MiB |",
         "|---|---|---|---|---|---|---|",

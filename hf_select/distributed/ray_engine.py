@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from .pool_shards import pool_shard_path, read_pool_shard, write_pool_shards
-from .shard_scoring import ShardJob, existing_sidecar, pool_key, quiet_progress, score_shard
+from .shard_scoring import ShardJob, plan_shards, quiet_progress, score_shard
 
 if TYPE_CHECKING:
     from ..scorers import Scorer
@@ -104,8 +104,6 @@ def score_with_ray(
     import ray
     from ray.util import ActorPool
 
-    from ..provenance import provenance_of
-
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, logging_level="warning")
@@ -113,11 +111,7 @@ def score_with_ray(
     try:
         n_actors, gpus = actor_resources(scorer, ray.cluster_resources(), actors=actors, gpus_per_actor=gpus_per_actor)
         n_shards = n_shards or default_shards(len(pool), batch_size, n_actors)
-        identity = pool_key(source if source is not None else provenance_of(pool)[0])
-        jobs = ShardJob.plan(len(pool), n_shards, batch_size, identity)
-        done = {job.spec.index for job in jobs if existing_sidecar(scorer, job, folder) is not None}
-        todo = [job for job in jobs if job.spec.index not in done]
-        reports = {i: {"shard": i, "rows": [jobs[i].rows.start, jobs[i].rows.stop], "skipped": True} for i in done}
+        todo, reports = plan_shards(scorer, pool, folder, source=source, n_shards=n_shards, batch_size=batch_size)
         if todo:
             columns = scorer.format_spec(pool.column_names).columns
             shards = folder / POOL_FOLDER

@@ -36,7 +36,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,6 +134,36 @@ def existing_sidecar(scorer: Scorer, job: ShardJob, folder: str | os.PathLike[st
     return meta
 
 
+def plan_shards(
+    scorer: Scorer,
+    pool: Any,
+    folder: str | os.PathLike[str],
+    *,
+    source: Mapping[str, Any] | None,
+    n_shards: int,
+    batch_size: int,
+    shards: Sequence[int] | None = None,
+) -> tuple[list[ShardJob], dict[int, dict[str, Any]]]:
+    """(the jobs of `shards` (default: all) still to score, {shard: report} of those already in `folder`).
+    `source` is the pool's record (`load_pool`); None: what `hf_select.provenance` remembers of `pool`."""
+    from ..provenance import provenance_of
+
+    identity = pool_key(source if source is not None else provenance_of(pool)[0])
+    jobs = ShardJob.plan(len(pool), n_shards, batch_size, identity)
+    wanted = list(range(n_shards)) if shards is None else list(shards)
+    for i in wanted:
+        if not 0 <= i < n_shards:
+            raise InputError(f"shard {i} does not exist: there are {n_shards} (0..{n_shards - 1})")
+    done, todo = {}, []
+    for job in (jobs[i] for i in wanted):
+        if existing_sidecar(scorer, job, folder) is not None:
+            done[job.spec.index] = {"shard": job.spec.index, "rows": [job.rows.start, job.rows.stop],
+                                    "skipped": True, "seconds": 0.0}  # fmt: skip
+        else:
+            todo.append(job)
+    return todo, done
+
+
 def batches(table: pa.Table, start: int, batch_size: int) -> Iterator[tuple[int, pa.Table]]:
     """(global position of the first row, rows) of each `map` batch in a shard that starts at row `start`."""
     offset = 0
@@ -222,6 +252,7 @@ __all__ = [
     "ShardJob",
     "batch_ranges",
     "existing_sidecar",
+    "plan_shards",
     "pool_key",
     "score_shard",
     "score_table",
