@@ -217,3 +217,22 @@ def test_gpu_request_without_gpus_is_a_clear_error(cluster, pool_file, tiny_mode
     # no GPU asked for: a model scorer runs on CPU actors
     reports = score_with_ray(scorer, pool, tmp_path / "cpu", source=source, n_shards=1, batch_size=BATCH, actors=1)
     assert pq.read_table(tmp_path / "cpu" / sidecar_name(0, 1)).num_rows == N_ROWS and len(reports) == 1
+
+
+def test_shards_from_machines_that_mount_the_pool_elsewhere(pool_file, tiny_tokenizer, tmp_path, capsys) -> None:
+    """Two machines read the same file at different paths: their sidecars merge (same rows, same digest);
+    another file with the same row count does not."""
+    elsewhere = tmp_path / "mnt" / "pool.jsonl"
+    elsewhere.parent.mkdir()
+    shutil.copy(pool_file, elsewhere)
+    flags = ["--method", "token-length", "--tokenizer", tiny_tokenizer, "--batch-size", str(BATCH), "--quiet"]
+    out = tmp_path / "scores"
+    assert main(["score", pool_file, *flags, "--shard", "0/2", "-o", str(out)]) == 0
+    assert main(["score", str(elsewhere), *flags, "--shard", "1/2", "-o", str(out)]) == 0
+    assert main(["merge", str(out), "--pool", str(elsewhere), "-o", str(tmp_path / "merged")]) == 0
+    other = tmp_path / "other.jsonl"
+    lines = Path(pool_file).read_text().splitlines()
+    other.write_text("\n".join(lines[1:] + lines[:1]) + "\n")  # the same rows, in another order
+    capsys.readouterr()
+    assert main(["score", str(other), *flags, "--shard", "1/2", "-o", str(out)]) == 2
+    assert "has pool=" in capsys.readouterr().err

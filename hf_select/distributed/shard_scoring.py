@@ -68,9 +68,19 @@ def batch_ranges(n_rows: int, n_shards: int, batch_size: int) -> list[range]:
 
 
 def pool_key(source: Mapping[str, Any]) -> dict[str, Any]:
-    """What identifies a pool across machines: its source record without the local, per-machine fields
-    (`datasets`' fingerprint of a file pool depends on the cache path)."""
+    """The pool's source record as sidecars keep it: without the per-machine fields (`datasets`'
+    fingerprint of a file pool depends on the cache path)."""
     return {k: v for k, v in source.items() if k not in ("fingerprint", "scored_copy")}
+
+
+def same_pool(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two sidecars' `pool` records name the same rows: same row count, split, config, revision and
+    `--limit`, and the same file digest; the path as typed only when there is no digest (a Hub id or a
+    `save_to_disk` folder), so machines that mount the pool at different paths agree."""
+    keys = ["num_rows", "split", "config", "revision", "limit", "sha256"]
+    if not (a.get("sha256") and b.get("sha256")):
+        keys.append("dataset")
+    return all(a.get(k) == b.get(k) for k in keys)
 
 
 @dataclass(frozen=True)
@@ -126,7 +136,7 @@ def existing_sidecar(scorer: Scorer, job: ShardJob, folder: str | os.PathLike[st
         )
     wanted = {"rows": [job.rows.start, job.rows.stop], "batch_size": job.batch_size, "pool": job.pool}
     for key, value in wanted.items():
-        if meta.get(key) != value:
+        if (not same_pool(meta.get(key) or {}, value)) if key == "pool" else meta.get(key) != value:
             raise InputError(
                 f"{path} has {key}={meta.get(key)!r} but this run's shard {job.spec} has {key}={value!r}: "
                 "another pool, --shards or --batch-size wrote this folder; use another output folder or --overwrite"
@@ -254,6 +264,7 @@ __all__ = [
     "existing_sidecar",
     "plan_shards",
     "pool_key",
+    "same_pool",
     "score_shard",
     "score_table",
     "sidecar_meta",
