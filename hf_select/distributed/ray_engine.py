@@ -101,8 +101,11 @@ def score_with_ray(
     as `load_pool` gives it) identifies the pool in the sidecars. `on_shard` receives each shard's report
     as it finishes. Returns the reports of every shard, done before (`skipped`) or now, in shard order."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports sent on the user's behalf
-    import ray
-    from ray.util import ActorPool
+    try:
+        import ray
+        from ray.util import ActorPool
+    except ImportError as err:
+        raise InputError(f"--engine ray needs Ray ({err}): pip install 'hf-select[ray]'") from err
 
     started = not ray.is_initialized()
     if started:
