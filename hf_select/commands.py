@@ -10,7 +10,7 @@ import dataclasses
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import select
 from .distributed.layout import INDEX_COLUMN
@@ -39,7 +39,6 @@ def cmd_score(args: argparse.Namespace, command: str) -> int:
     from .distributed.commands import cmd_score_sharded, default_num_proc, is_sharded
     from .estimate import estimate, format_estimate
     from .pool import load_pool, prepare_output, save_scored, staged_output
-    from .summary import describe, table
 
     scorer = build_scorer(args)
     if is_sharded(args) and not args.dry_run:
@@ -70,10 +69,17 @@ def cmd_score(args: argparse.Namespace, command: str) -> int:
     with staged_output(out, [args.input], overwrite=args.overwrite) as folder:
         save_scored(scored, folder, source=source, scorers=[*scorers, entry])
     shutil.rmtree(checkpoints, ignore_errors=True)  # the output now holds every row
-    errors = sum(1 for e in scored[scorer.error_column] if e)
+    return report_scored(scored, scorer.error_column, out)
+
+
+def report_scored(scored: Any, error_column: str, out: Path) -> int:
+    """Print the scored pool's summary, how many rows failed, and where it was written."""
+    from .summary import describe, table
+
+    errors = sum(1 for e in scored[error_column] if e)
     print(table({"scored": describe(scored)}))
     if errors:
-        print(f"\n{errors:,} rows could not be scored (reason in '{scorer.error_column}').")
+        print(f"\n{errors:,} rows could not be scored (reason in '{error_column}').")
     print(f"Wrote {out}")
     return 0
 

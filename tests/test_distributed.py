@@ -178,12 +178,12 @@ def test_killed_driver_rerun_scores_only_missing_shards(cluster, pool_file, tiny
             "--batch-size", str(BATCH), "--engine", "ray", "--actors", "1", "--shards", "8", "--scores-only",
             "-o", str(out)]  # fmt: skip
     env = {**os.environ, "HF_SELECT_PROGRESS": "0"}
+    log = open(tmp_path / "driver.log", "w")  # noqa: SIM115 - the driver writes it until killed
     driver = subprocess.Popen(
-        [sys.executable, "-m", "hf_select", *args, "--address", cluster], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [sys.executable, "-m", "hf_select", *args, "--address", cluster], env=env, stdout=log, stderr=log
+    )
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 300  # a loaded machine takes a while to start the driver and its actor
         while not list(out.glob("scores-*.parquet")) and time.time() < deadline and driver.poll() is None:
             time.sleep(0.02)
         driver.send_signal(signal.SIGKILL)
@@ -191,9 +191,10 @@ def test_killed_driver_rerun_scores_only_missing_shards(cluster, pool_file, tiny
     finally:
         if driver.poll() is None:
             driver.kill()
+        log.close()
     time.sleep(3)  # Ray ends the dead driver's actor (it may finish the shard it was on)
     done = {p.name: p.stat().st_mtime_ns for p in out.glob("scores-*.parquet")}
-    assert 1 <= len(done) < 8, done
+    assert 1 <= len(done) < 8, (done, (tmp_path / "driver.log").read_text()[-3000:])
     assert main(args) == 0
     ran = re.search(r"Scored shards \[([\d, ]+)\]", capsys.readouterr().out).group(1)
     expected = sorted(set(range(8)) - {int(name[7:12]) for name in done})
@@ -217,3 +218,22 @@ def test_gpu_request_without_gpus_is_a_clear_error(cluster, pool_file, tiny_mode
     # no GPU asked for: a model scorer runs on CPU actors
     reports = score_with_ray(scorer, pool, tmp_path / "cpu", source=source, n_shards=1, batch_size=BATCH, actors=1)
     assert pq.read_table(tmp_path / "cpu" / sidecar_name(0, 1)).num_rows == N_ROWS and len(reports) == 1
+
+
+def test_shards_from_machines_that_mount_the_pool_elsewhere(pool_file, tiny_tokenizer, tmp_path, capsys) -> None:
+    """Two machines read the same file at different paths: their sidecars merge (same rows, same digest);
+    another file with the same row count does not."""
+    elsewhere = tmp_path / "mnt" / "pool.jsonl"
+    elsewhere.parent.mkdir()
+    shutil.copy(pool_file, elsewhere)
+    flags = ["--method", "token-length", "--tokenizer", tiny_tokenizer, "--batch-size", str(BATCH), "--quiet"]
+    out = tmp_path / "scores"
+    assert main(["score", pool_file, *flags, "--shard", "0/2", "-o", str(out)]) == 0
+    assert main(["score", str(elsewhere), *flags, "--shard", "1/2", "-o", str(out)]) == 0
+    assert main(["merge", str(out), "--pool", str(elsewhere), "-o", str(tmp_path / "merged")]) == 0
+    other = tmp_path / "other.jsonl"
+    lines = Path(pool_file).read_text().splitlines()
+    other.write_text("\n".join(lines[1:] + lines[:1]) + "\n")  # the same rows, in another order
+    capsys.readouterr()
+    assert main(["score", str(other), *flags, "--shard", "1/2", "-o", str(out)]) == 2
+    assert "has pool=" in capsys.readouterr().err

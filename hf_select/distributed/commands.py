@@ -116,6 +116,7 @@ def sidecar_folder(path: Path, inputs: list[str], *, overwrite: bool, scorer: Sc
 
 
 def cmd_score_sharded(args: argparse.Namespace, command: str, scorer: Scorer) -> int:
+    from ..commands import report_scored
     from ..pool import load_pool, prepare_output, save_scored, staged_output
     from .local import score_locally
     from .merge import merge_scores
@@ -162,18 +163,7 @@ def cmd_score_sharded(args: argparse.Namespace, command: str, scorer: Scorer) ->
     with staged_output(out, [args.input], overwrite=args.overwrite) as staging:
         save_scored(scored, staging, source=source, scorers=[*scorers, entry])
     shutil.rmtree(folder, ignore_errors=True)  # the output now holds every row
-    return _report(scored, scorer.error_column, out)
-
-
-def _report(scored: Any, error_column: str, out: Path) -> int:
-    from ..summary import describe, table
-
-    errors = sum(1 for e in scored[error_column] if e)
-    print(table({"scored": describe(scored)}))
-    if errors:
-        print(f"\n{errors:,} rows could not be scored (reason in '{error_column}').")
-    print(f"Wrote {out}")
-    return 0
+    return report_scored(scored, scorer.error_column, out)
 
 
 def cmd_merge(args: argparse.Namespace, command: str) -> int:
@@ -181,6 +171,7 @@ def cmd_merge(args: argparse.Namespace, command: str) -> int:
     in pool order, saved as `hf-select score` saves (with `hf_select.json`)."""
     from datasets import Dataset
 
+    from ..commands import report_scored
     from ..pool import load_pool, save_scored, staged_output
     from .layout import INDEX_COLUMN
     from .merge import merge_scores
@@ -199,7 +190,7 @@ def cmd_merge(args: argparse.Namespace, command: str) -> int:
         source, scorers = {**scores.meta["pool"], "scores_only": True}, []
     with staged_output(args.output, inputs, overwrite=args.overwrite) as staging:
         save_scored(merged, staging, source=source, scorers=[*scorers, entry])
-    return _report(merged, scores.meta["error_column"], Path(args.output))
+    return report_scored(merged, scores.meta["error_column"], Path(args.output))
 
 
 def _check_pool(source: dict[str, Any], scored: dict[str, Any], given: str) -> None:

@@ -23,8 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import lifeline
-from ..errors import InputError
-from .shard_scoring import ShardJob, existing_sidecar, pool_key, score_shard
+from .shard_scoring import ShardJob, plan_shards, score_shard
 
 if TYPE_CHECKING:
     from ..scorers import Scorer
@@ -53,24 +52,11 @@ def score_locally(
     """Score `shards` (default: all) of the `n_shards` (default: `num_proc`, else 1) of `pool` (a
     `datasets.Dataset`) into sidecars in `folder`, skipping those already there. Returns their reports, in
     shard order; `on_shard` receives each as it finishes."""
-    from ..provenance import provenance_of
-
     workers = max(1, num_proc or 1)
-    n_shards = n_shards or workers
-    identity = pool_key(source if source is not None else provenance_of(pool)[0])
-    jobs = ShardJob.plan(len(pool), n_shards, batch_size, identity)
-    wanted = list(range(n_shards)) if shards is None else list(shards)
-    for i in wanted:
-        if not 0 <= i < n_shards:
-            raise InputError(f"shard {i} does not exist: there are {n_shards} (0..{n_shards - 1})")
-    reports: dict[int, dict[str, Any]] = {}
-    todo = []
-    for i in wanted:
-        job = jobs[i]
-        if existing_sidecar(scorer, job, folder) is not None:
-            reports[i] = {"shard": i, "rows": [job.rows.start, job.rows.stop], "skipped": True, "seconds": 0.0}
-        else:
-            todo.append(job)
+    reports: dict[int, dict[str, Any]]
+    todo, reports = plan_shards(
+        scorer, pool, folder, source=source, n_shards=n_shards or workers, batch_size=batch_size, shards=shards
+    )
 
     def finished(report: dict[str, Any]) -> None:
         reports[report["shard"]] = report

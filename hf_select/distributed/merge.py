@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import InputError
 from .layout import INDEX_COLUMN, read_sidecar_meta
+from .shard_scoring import same_pool
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 SIDECAR_PATTERN = re.compile(r"scores-(\d{5})-of-(\d{5})\.parquet")
-_SAME = ("fingerprint", "n_shards", "batch_size", "pool", "columns")
+_SAME = ("fingerprint", "n_shards", "batch_size", "columns")
 
 
 class Scores(NamedTuple):
@@ -75,8 +76,8 @@ def read_scores(folder: str | os.PathLike[str]) -> Scores:
     metas = {path: read_sidecar_meta(path) for path in files}
     first_path, first = files[0], metas[files[0]]
     for path, meta in metas.items():
-        for key in _SAME:
-            if meta.get(key) != first.get(key):
+        for key in (*_SAME, "pool"):
+            if (not same_pool(meta["pool"], first["pool"])) if key == "pool" else meta.get(key) != first.get(key):
                 raise InputError(
                     f"{path.name} and {first_path.name} come from different scoring runs ({key}: "
                     f"{meta.get(key)!r} vs {first.get(key)!r}); keep one run's sidecars per folder"

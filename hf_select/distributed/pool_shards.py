@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,7 +53,7 @@ def write_pool_shards(
     for job in jobs:
         path = pool_shard_path(folder, job)
         paths.append(path)
-        if path.exists() and read_sidecar_meta(path) == _meta(job):
+        if path.exists() and read_sidecar_meta(path) == json.loads(json.dumps(_meta(job))):
             continue
         table = pool.with_format("arrow")[job.rows.start : job.rows.stop]
         if columns is not None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from .pool_shards import pool_shard_path, read_pool_shard, write_pool_shards
-from .shard_scoring import ShardJob, existing_sidecar, pool_key, quiet_progress, score_shard
+from .shard_scoring import ShardJob, plan_shards, quiet_progress, score_shard
 
 if TYPE_CHECKING:
     from ..scorers import Scorer
@@ -101,10 +101,11 @@ def score_with_ray(
     as `load_pool` gives it) identifies the pool in the sidecars. `on_shard` receives each shard's report
     as it finishes. Returns the reports of every shard, done before (`skipped`) or now, in shard order."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports sent on the user's behalf
-    import ray
-    from ray.util import ActorPool
-
-    from ..provenance import provenance_of
+    try:
+        import ray
+        from ray.util import ActorPool
+    except ImportError as err:
+        raise InputError(f"--engine ray needs Ray ({err}): pip install 'hf-select[ray]'") from err
 
     started = not ray.is_initialized()
     if started:
@@ -113,11 +114,7 @@ def score_with_ray(
     try:
         n_actors, gpus = actor_resources(scorer, ray.cluster_resources(), actors=actors, gpus_per_actor=gpus_per_actor)
         n_shards = n_shards or default_shards(len(pool), batch_size, n_actors)
-        identity = pool_key(source if source is not None else provenance_of(pool)[0])
-        jobs = ShardJob.plan(len(pool), n_shards, batch_size, identity)
-        done = {job.spec.index for job in jobs if existing_sidecar(scorer, job, folder) is not None}
-        todo = [job for job in jobs if job.spec.index not in done]
-        reports = {i: {"shard": i, "rows": [jobs[i].rows.start, jobs[i].rows.stop], "skipped": True} for i in done}
+        todo, reports = plan_shards(scorer, pool, folder, source=source, n_shards=n_shards, batch_size=batch_size)
         if todo:
             columns = scorer.format_spec(pool.column_names).columns
             shards = folder / POOL_FOLDER

@@ -36,7 +36,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,9 +68,19 @@ def batch_ranges(n_rows: int, n_shards: int, batch_size: int) -> list[range]:
 
 
 def pool_key(source: Mapping[str, Any]) -> dict[str, Any]:
-    """What identifies a pool across machines: its source record without the local, per-machine fields
-    (`datasets`' fingerprint of a file pool depends on the cache path)."""
+    """The pool's source record as sidecars keep it: without the per-machine fields (`datasets`'
+    fingerprint of a file pool depends on the cache path)."""
     return {k: v for k, v in source.items() if k not in ("fingerprint", "scored_copy")}
+
+
+def same_pool(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two sidecars' `pool` records name the same rows: same row count, split, config, revision and
+    `--limit`, and the same file digest; the path as typed only when there is no digest (a Hub id or a
+    `save_to_disk` folder), so machines that mount the pool at different paths agree."""
+    keys = ["num_rows", "split", "config", "revision", "limit", "sha256"]
+    if not (a.get("sha256") and b.get("sha256")):
+        keys.append("dataset")
+    return all(a.get(k) == b.get(k) for k in keys)
 
 
 @dataclass(frozen=True)
@@ -126,12 +136,42 @@ def existing_sidecar(scorer: Scorer, job: ShardJob, folder: str | os.PathLike[st
         )
     wanted = {"rows": [job.rows.start, job.rows.stop], "batch_size": job.batch_size, "pool": job.pool}
     for key, value in wanted.items():
-        if meta.get(key) != value:
+        if (not same_pool(meta.get(key) or {}, value)) if key == "pool" else meta.get(key) != value:
             raise InputError(
                 f"{path} has {key}={meta.get(key)!r} but this run's shard {job.spec} has {key}={value!r}: "
                 "another pool, --shards or --batch-size wrote this folder; use another output folder or --overwrite"
             )
     return meta
+
+
+def plan_shards(
+    scorer: Scorer,
+    pool: Any,
+    folder: str | os.PathLike[str],
+    *,
+    source: Mapping[str, Any] | None,
+    n_shards: int,
+    batch_size: int,
+    shards: Sequence[int] | None = None,
+) -> tuple[list[ShardJob], dict[int, dict[str, Any]]]:
+    """(the jobs of `shards` (default: all) still to score, {shard: report} of those already in `folder`).
+    `source` is the pool's record (`load_pool`); None: what `hf_select.provenance` remembers of `pool`."""
+    from ..provenance import provenance_of
+
+    identity = pool_key(source if source is not None else provenance_of(pool)[0])
+    jobs = ShardJob.plan(len(pool), n_shards, batch_size, identity)
+    wanted = list(range(n_shards)) if shards is None else list(shards)
+    for i in wanted:
+        if not 0 <= i < n_shards:
+            raise InputError(f"shard {i} does not exist: there are {n_shards} (0..{n_shards - 1})")
+    done, todo = {}, []
+    for job in (jobs[i] for i in wanted):
+        if existing_sidecar(scorer, job, folder) is not None:
+            done[job.spec.index] = {"shard": job.spec.index, "rows": [job.rows.start, job.rows.stop],
+                                    "skipped": True, "seconds": 0.0}  # fmt: skip
+        else:
+            todo.append(job)
+    return todo, done
 
 
 def batches(table: pa.Table, start: int, batch_size: int) -> Iterator[tuple[int, pa.Table]]:
@@ -222,7 +262,9 @@ __all__ = [
     "ShardJob",
     "batch_ranges",
     "existing_sidecar",
+    "plan_shards",
     "pool_key",
+    "same_pool",
     "score_shard",
     "score_table",
     "sidecar_meta",
