@@ -210,7 +210,7 @@ def test_bad_shardings_are_refused(pools, tmp_path):
 def local_ray():
     ray = pytest.importorskip("ray", reason="the ray extra is not installed")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 << 20)
     yield ray
     ray.shutdown()
 

@@ -50,7 +50,7 @@ import pyarrow as pa
 from datasets import Dataset
 
 from ..errors import InputError
-from ..provenance import provenance_of, remember
+from ..provenance import provenance_of
 from ..select import KCenter, KMeansSelect, Random, Selection, Selector, Threshold, TopK, WithinClusters
 from ..select.budget import Budget
 from ..select.selection import column_values, ranked, token_values
@@ -113,7 +113,6 @@ def fit_sharded(
         source = known_source or _source(scores)
     if scorers is None:
         scorers = [*known_scorers, *scores.scorers()]
-    remember(table, source, scorers)
     tokens = token_values(table, budget, selector.token_column)
     picked = pick(table, budget, tokens)
     picked.details["shards"] = scores.describe()
