@@ -191,6 +191,8 @@ def test_cli_select_controls_then_compare_and_dry_run(
     readme = (sel / "README.md").read_text()  # re-rendered from card.json with the comparison
     assert "## Against random: fine-tuned models" in readme and saved["comparisons"][0]["verdict"] in readme
     assert "](compare/assets/compare-heldout-loss.png)" in readme
+    kept = saved["proxies"]["selection"]["sft"]["examples"]
+    assert f"| this subset | 12 | {kept} |" in readme and "| random seed 2 | 12 |" in readme  # the cheap proxies
     assert [c["name"] for c in saved["controls"]] == ["random seed 0", "random seed 1", "random seed 2"]
     assert saved["settings"]["learning_rate"] == 0.003 and saved["estimate"]["runs_to_train"] == 4
     real = {name: (sel / name).read_bytes() for name in ("compare/compare.json", "compare/report.md", "README.md")}

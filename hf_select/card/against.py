@@ -71,6 +71,7 @@ def load_against(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
             "controls": len(data["controls"]),
             "seeds": [int(s) for s in data["seeds"]],
             "metrics": metrics,
+            "proxies": [_proxy(name, proxy) for name, proxy in (data.get("proxies") or {}).items()],
         }
     except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as err:
         raise InputError(
@@ -92,6 +93,24 @@ def refresh_readme(folder: str | os.PathLike[str]) -> Path | None:
     path = folder / "README.md"
     render_card(context, against_random=load_against(folder)).save(path)
     return path
+
+
+def _proxy(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    """One subset's cheap proxies (no training) for the card; None where the comparison had no such column."""
+    sft = p.get("sft") or {}
+
+    def optional(value: Any) -> float | None:
+        return None if value is None else _number(value)
+
+    return {
+        "name": "this subset" if name == "selection" else str(name),
+        "rows": int(p["rows"]),
+        "sft_examples": None if "examples" not in sft else int(sft["examples"]),
+        "response_tokens": None if "response_tokens" not in sft else int(sft["response_tokens"]),
+        "mean_tokens": optional((p.get("tokens") or {}).get("mean")),
+        "mean_cosine_distance": optional(p.get("mean_cosine_distance")),
+        "cluster_coverage": optional(p.get("cluster_coverage")),
+    }
 
 
 def _number(value: Any) -> float:

@@ -102,17 +102,20 @@ def check_sandbox_executes(problem: dict[str, Any], timeout: float) -> None:
 
 class LmEval(Evaluation):
     """An `lm-eval` task (`lm_eval.simple_evaluate` on the fine-tuned model in memory); its metrics and their
-    direction come from the task. Needs `lm_eval` installed."""
+    direction come from the task. Needs `lm_eval` installed (not a dependency: only the refusal without it
+    is tested here)."""
 
     def __init__(self, name: str, task: str, *, limit: int | None = None) -> None:
         if importlib.util.find_spec("lm_eval") is None:
             raise InputError(f"--eval {name} needs lm-eval, which is not installed: pip install lm-eval")
-        from lm_eval.tasks import TaskManager
+        from lm_eval.tasks import TaskManager, get_task_dict
 
-        try:
-            loaded = TaskManager().load_task_or_group([task])[task]
-        except (KeyError, ValueError) as err:
-            raise InputError(f"--eval {name}: lm-eval has no task {task!r}") from err
+        try:  # get_task_dict: the loader lm-eval has kept across its 0.4 releases
+            loaded = get_task_dict([task], TaskManager()).get(task)
+        except Exception as err:  # lm-eval's own errors for an unknown or broken task
+            raise InputError(f"--eval {name}: lm-eval cannot load task {task!r}: {type(err).__name__}: {err}") from err
+        if not hasattr(loaded, "higher_is_better"):
+            raise InputError(f"--eval {name}: {task!r} is not a single lm-eval task (a group?); name one task")
         self.name, self.task, self.limit, self.rows = name, task, limit, [task, limit]
         self.metrics = {m: bool(h) for m, h in loaded.higher_is_better().items()}
 

@@ -312,6 +312,8 @@ def _comparisons(
     out = []
     for evaluation in evaluations:
         for metric, higher in evaluation.metrics.items():
+            if any(metric not in r["scores"][evaluation.name] for r in runs):
+                continue  # e.g. an lm-eval metric the task did not report under its default filter
             scores = {(r["subset"], r["seed"]): r["scores"][evaluation.name][metric] for r in runs}
             sel = [scores[(subsets[0].name, s)] for s in seeds]
             ctl = [scores[(c.name, s)] for c in subsets[1:] for s in seeds]

@@ -14,6 +14,8 @@ Example:
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from datasets import Dataset
@@ -48,6 +50,19 @@ def lora_config(settings: Any) -> Any:
     )  # fmt: skip
 
 
+@contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    import datasets
+
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
+
+
 def sft_train(model: Any, tokenizer: Any, examples: list[dict[str, list[int]]], settings: Any, seed: int) -> tuple:
     """Fine-tune `model` on `examples` with `trl.SFTTrainer` (bf16 on a CUDA GPU that has it, float32 on CPU;
     AdamW; `warmup` a fraction of the steps; seeded: TRL seeds before the LoRA weights are drawn, `data_seed`
@@ -74,10 +89,11 @@ def sft_train(model: Any, tokenizer: Any, examples: list[dict[str, list[int]]], 
             gradient_checkpointing=False, optim="adamw_torch", report_to="none", save_strategy="no",
             logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
         )  # fmt: skip
-        trainer = SFTTrainer(
-            model=model, args=config, train_dataset=trl_dataset(examples), processing_class=tokenizer,
-            peft_config=lora_config(settings),
-        )  # fmt: skip
+        with _quiet_datasets():  # TRL's three preparation passes would print a bar each per run
+            trainer = SFTTrainer(
+                model=model, args=config, train_dataset=trl_dataset(examples), processing_class=tokenizer,
+                peft_config=lora_config(settings),
+            )  # fmt: skip
         trainer.remove_callback(PrinterCallback)  # the metrics are returned, not printed
         metrics = trainer.train().metrics
     trained = trainer.model
