@@ -174,6 +174,14 @@ def test_workers_read_the_cached_targets_instead_of_computing_them(warmup: Path,
     np.testing.assert_allclose(flipped, -first, atol=1e-6)
 
 
+def test_a_missing_or_empty_warmup_is_refused_at_once(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="missing; is .* a LESS warm-up folder"):
+        LESSScorer(warmup=str(tmp_path))
+    (tmp_path / "warmup.json").write_text(json.dumps({"model": "m"}))
+    with pytest.raises(InputError, match="no complete checkpoint"):
+        LESSScorer(warmup=str(tmp_path))
+
+
 def test_in_pool_targets_need_the_pool(warmup: Path, pool: Dataset) -> None:
     with pytest.raises(InputError, match="in-pool targets"):
         pool.map(LESSScorer(warmup=str(warmup)), batched=True)
