@@ -17,7 +17,11 @@ bytes written and peak memory.
 
     python benchmarks/bench_less.py                                        # CPU, tiny Llama: floor 3x
     python benchmarks/bench_less.py --seed-noise --rank 64 --rows 600      # top-k overlap of two seeds
-    python benchmarks/bench_less.py --model llama-1b-random --dtype bf16 --rank 128 --rows 512  # GPU: 10x
+    python benchmarks/bench_less.py --model llama-1b-random --dtype bf16 --rank 128 --rows 128 --checkpoints 2
+
+The last is for a GPU (floor 10x). There the reference's projection of 27M LoRA weights is generated block by
+block (`hf_select.less.projection`), slower than trak's fused CUDA kernel: the per-row gradient ratio (no
+projection on either side) is the conservative figure.
 
 Needs torch, transformers and peft only (no `datasets`: the GPU machines lack it).
 """
