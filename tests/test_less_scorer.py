@@ -80,12 +80,12 @@ def naive_less(warmup: Path, model_path: str, pool_rows: list, target_sets: list
         def project(x: torch.Tensor) -> torch.Tensor:
             return x if dense is None else x @ dense.double()
 
+        target_grads = [[project(_gradient(model, names, *u)) for u in units] for units in set_units]
         for z, (ids, spans) in enumerate(pool_units):
             g = _gradient(model, names, ids, spans)
             pre = project((0.9 * m + 0.1 * g) / torch.sqrt(0.999 * v + 0.001 * g * g + 1e-8))
-            for s, units in enumerate(set_units):
-                cosines = [torch.nn.functional.cosine_similarity(pre, project(_gradient(model, names, *u)), dim=0)
-                           for u in units]  # fmt: skip
+            for s, grads in enumerate(target_grads):
+                cosines = [torch.nn.functional.cosine_similarity(pre, t, dim=0) for t in grads]
                 scores[z, s] += w * float(torch.stack(cosines).mean())
     return scores.max(axis=1).tolist()
 
@@ -172,6 +172,14 @@ def test_workers_read_the_cached_targets_instead_of_computing_them(warmup: Path,
     assert again.prepare_targets(pool) == path  # same key: found, not recomputed
     flipped = np.array(pool.map(again, batched=True, num_proc=2, new_fingerprint="flipped")["less"])
     np.testing.assert_allclose(flipped, -first, atol=1e-6)
+
+
+def test_a_missing_or_empty_warmup_is_refused_at_once(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="missing; is .* a LESS warm-up folder"):
+        LESSScorer(warmup=str(tmp_path))
+    (tmp_path / "warmup.json").write_text(json.dumps({"model": "m"}))
+    with pytest.raises(InputError, match="no complete checkpoint"):
+        LESSScorer(warmup=str(tmp_path))
 
 
 def test_in_pool_targets_need_the_pool(warmup: Path, pool: Dataset) -> None:

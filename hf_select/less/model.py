@@ -24,6 +24,9 @@ from .gradients import LoRAGradients, adam_precondition
 from .projection import RademacherProjection
 
 ADAPTER = "adapter_model.safetensors"
+GRADIENT_BYTES = 2**31
+"""Most bytes of flat float32 gradients in one micro-batch (Adam preconditioning makes a few temporaries of the
+same size): with a 1B model's r=128 LoRA (27M weights) about 20 rows."""
 _HASHES: dict[tuple, str] = {}
 
 
@@ -124,7 +127,10 @@ class WarmupModel:
         self.use(checkpoint)
         m, v = self.adam[checkpoint]
         lengths = [len(ids) for ids, _ in units]
-        for batch in micro_batches(lengths, batch_tokens):
+        max_rows = max(1, GRADIENT_BYTES // (4 * self.gradients.dim))  # rows' flat gradients per micro-batch
+        groups = micro_batches(lengths, batch_tokens)
+        batches = (b[k : k + max_rows] for b in groups for k in range(0, len(b), max_rows))
+        for batch in batches:
             g = self.gradients.per_row([units[i] for i in batch])
             if adam:
                 g = adam_precondition(g, m, v)

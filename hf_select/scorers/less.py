@@ -99,6 +99,11 @@ class LESSScorer(Scorer):
             raise InputError("store= writes projected vectors: it needs projection='rademacher'")
         if self.max_length is not None and self.max_length < 2:
             raise InputError(f"max_length must be at least 2, got {self.max_length}")
+        from ..less.checkpoints import WarmupRecord, load_checkpoints
+
+        WarmupRecord.load(self.warmup)  # fail now, naming the folder, not when the first batch runs
+        if not load_checkpoints(self.warmup):
+            raise InputError(f"{self.warmup}: no complete checkpoint (epoch-N/checkpoint.json) in this LESS warm-up")
         self._targets_key: str | None = None
         self._batch_indices: Sequence[int] | None = None
         self._batch_rows: list[int] = []
