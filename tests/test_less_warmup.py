@@ -160,28 +160,38 @@ def test_every_epoch_keeps_lora_weights_adam_state_by_name_and_mean_lr(
 
 
 class Interrupt(TrainerCallback):
-    """Ctrl-C right after the LESS checkpoint of epoch `after` is written."""
+    """Ctrl-C right after the LESS checkpoint of epoch `epoch` is written, or after optimizer step `step`."""
 
-    def __init__(self, after: int) -> None:
-        self.after = after
+    def __init__(self, epoch: int | None = None, step: int | None = None) -> None:
+        self.epoch, self.step = epoch, step
 
     def on_save(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-        if round(state.epoch) == self.after:
+        if round(state.epoch) == self.epoch:
+            raise KeyboardInterrupt
+
+    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        if state.global_step == self.step:
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("interrupt_after", [1, 2])
+@pytest.mark.parametrize(
+    "interrupt, interrupt_after", [({"epoch": 1}, 1), ({"epoch": 2}, 2), ({"step": 4}, 1)],
+    ids=["after-epoch-1", "after-epoch-2", "mid-epoch-2"],
+)  # fmt: skip
 def test_resume_after_an_interrupt_equals_an_uninterrupted_run(
-    tiny_model: str, pool: Dataset, tmp_path, interrupt_after: int
+    tiny_model: str, pool: Dataset, tmp_path, interrupt: dict, interrupt_after: int
 ) -> None:
+    """Interrupted after epoch k (or in the middle of epoch k + 1), a re-run trains epochs k + 1.. only and ends
+    with the weights, Adam state and learning rates of a run that was never interrupted."""
     whole = settings(tiny_model, epochs=3)
     whole.run(pool, tmp_path / "whole")
+    assert whole.steps_per_epoch(whole_rows(tmp_path / "whole")) == 3  # so step 4 is inside epoch 2
 
     broken = settings(tiny_model, epochs=3)
     with pytest.raises(KeyboardInterrupt):
-        broken.run(pool, tmp_path / "resumed", callbacks=[Interrupt(interrupt_after)])
+        broken.run(pool, tmp_path / "resumed", callbacks=[Interrupt(**interrupt)])
     assert [c.epoch for c in load_checkpoints(tmp_path / "resumed")] == list(range(1, interrupt_after + 1))
-    (tmp_path / "resumed" / f"epoch-{interrupt_after + 1}").mkdir()  # a half-written next epoch is discarded
+    (tmp_path / "resumed" / f"epoch-{interrupt_after + 1}").mkdir(exist_ok=True)  # a half-written epoch is discarded
     resumed = settings(tiny_model, epochs=3)
     resumed.run(pool, tmp_path / "resumed")
     assert resumed.trained_epochs == list(range(interrupt_after + 1, 4))  # only the missing epochs
@@ -230,6 +240,10 @@ def test_nothing_trainable_is_a_clear_error(tiny_model: str, pool: Dataset, tmp_
         settings(tiny_model, sample=1).run(pool.select([7]), tmp_path / "w")
 
 
+def whole_rows(folder: object) -> int:
+    return WarmupRecord.load(folder).training["rows"]  # type: ignore[arg-type]
+
+
 # --- the command line and its estimate ------------------------------------------------------------------
 
 
@@ -261,3 +275,50 @@ def test_cli_warmup_resume_and_dry_run(tiny_model: str, pool: Dataset, tmp_path,
     assert "other settings" in capsys.readouterr().err
     assert main(["less-warmup", *common, "--sample", "1.5"]) == 2
     assert "whole number" in capsys.readouterr().err
+
+
+# --- the real SmolLM2 ----------------------------------------------------------------------------------------
+
+
+def test_warmup_on_smollm2_loads_back_into_peft(tmp_path) -> None:
+    """SmolLM2-135M-Instruct on real ShareGPT rows, at small settings (r=8, 2 epochs, max length 64): every
+    epoch's adapter loads back with `PeftModel.from_pretrained`, its Adam state names SmolLM2's LoRA parameters,
+    and the trained adapter changes the model's output."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from hf_select import embedded
+    from hf_select.pool import load_pool
+    from hf_select.scorers import TokenLengthScorer
+
+    pool, _, _ = load_pool(embedded.SHAREGPT)
+    counted = pool.select(range(120)).map(TokenLengthScorer(tokenizer=embedded.SMOLLM2), batched=True)
+    short = [i for i, (p, e) in enumerate(zip(counted["n_tokens_prompt"], counted["n_tokens_error"], strict=True))
+             if not e and p < 56]  # fmt: skip
+    assert len(short) >= 10
+    rows = counted.select(short)
+    config = LESSWarmup(
+        model=embedded.SMOLLM2, lora_r=8, lora_alpha=32, epochs=2, sample=8, max_length=64, batch_size=4,
+        gradient_accumulation=1, learning_rate=1e-3,
+    )  # fmt: skip
+    record = config.run(rows, tmp_path / "w")
+    assert record.training["rows"] == 8 and record.template == "chat" and len(record.sample_indices) == 8
+    checkpoints = load_checkpoints(tmp_path / "w")
+    assert [(c.epoch, c.step) for c in checkpoints] == [(1, 2), (2, 4)]
+    assert all(c.learning_rate > 0 for c in checkpoints)
+
+    path = embedded.resolve(embedded.SMOLLM2, weights=True)
+    ids = torch.tensor([config.examples(rows.select([0]))[0][0]["input_ids"]])
+    with torch.no_grad():
+        before = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)(ids).logits
+    for checkpoint in checkpoints:
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, str(checkpoint.path), is_trainable=True)
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        adam = checkpoint.adam_state()
+        assert set(adam) == trainable and len(adam) == 30 * 4 * 2  # 30 layers x q/k/v/o x lora_A/B
+        saved = tensors(checkpoint.path, "adapter_model.safetensors")
+        assert len(saved) == len(adam)
+        with torch.no_grad():
+            after = model(ids).logits
+        assert (after - before).abs().max() > 1e-4  # the adapter is loaded and trained
