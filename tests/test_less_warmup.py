@@ -210,6 +210,53 @@ def test_resume_after_an_interrupt_equals_an_uninterrupted_run(
     )
 
 
+KILLED_RUN = """
+import sys
+from datasets import load_from_disk
+from hf_select.less import LESSWarmup
+LESSWarmup(**{config}).run(load_from_disk(sys.argv[1]), sys.argv[2])
+"""
+
+
+def test_resume_after_kill_9_equals_an_uninterrupted_run(tiny_model: str, pool: Dataset, tmp_path) -> None:
+    """A real `kill -9` as soon as epoch 1's checkpoint is complete: the re-run trains only the epochs that
+    were not complete and ends where an uninterrupted run ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    big = Dataset.from_list(pool.to_list() * 3)  # epochs long enough for the kill to land in epoch 2
+    big.save_to_disk(str(tmp_path / "pool"))
+    config = {"model": tiny_model, "lora_r": 4, "lora_alpha": 16, "epochs": 2, "sample": 0.5, "batch_size": 4,
+              "gradient_accumulation": 2, "max_length": 64, "learning_rate": 1e-3}  # fmt: skip
+    out = tmp_path / "killed"
+    script = KILLED_RUN.replace("{config}", repr(config))
+    process = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "pool"), str(out)])
+    try:
+        deadline = time.monotonic() + 600
+        while not (out / "epoch-1" / "checkpoint.json").exists():
+            assert process.poll() is None and time.monotonic() < deadline, "the warm-up ended before epoch 1"
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    done = [c.epoch for c in load_checkpoints(out)]
+    assert done == [1]
+    resumed = LESSWarmup(**config)  # type: ignore[arg-type]
+    resumed.run(big, out)
+    assert resumed.trained_epochs == [2]
+    LESSWarmup(**config).run(big, tmp_path / "whole")  # type: ignore[arg-type]
+    for x, y in zip(load_checkpoints(tmp_path / "whole"), load_checkpoints(out), strict=True):
+        assert (x.epoch, x.step, x.learning_rate) == (y.epoch, y.step, y.learning_rate)
+        for name in ("adapter_model.safetensors", "adam.safetensors"):
+            tx, ty = tensors(x.path, name), tensors(y.path, name)
+            assert tx.keys() == ty.keys()
+            for key in tx:
+                torch.testing.assert_close(tx[key], ty[key], rtol=1e-5, atol=1e-7)
+
+
 def test_a_complete_warmup_is_not_trained_again_and_other_settings_are_refused(
     tiny_model: str, pool: Dataset, tmp_path
 ) -> None:
