@@ -98,10 +98,8 @@ def test_training_loss_is_the_ce_scorers_loss(tiny_model: str, pool: Dataset, te
     assert len(ce) == len(examples) == 11
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     with torch.no_grad():
-        losses = [
-            model(input_ids=torch.tensor([e["input_ids"]]), labels=torch.tensor([e["labels"]])).loss.item()
-            for e in examples
-        ]
+        ids, labels = ([torch.as_tensor(e[key])[None] for e in examples] for key in ("input_ids", "labels"))
+        losses = [model(input_ids=i, labels=y).loss.item() for i, y in zip(ids, labels, strict=True)]
     np.testing.assert_allclose(losses, ce, rtol=1e-5)
     assert any(len(e["input_ids"]) == max_length for e in examples)  # some rows were cut, as the scorer cuts them
 
@@ -355,7 +353,7 @@ def test_warmup_on_smollm2_loads_back_into_peft(tmp_path) -> None:
     assert all(c.learning_rate > 0 for c in checkpoints)
 
     path = embedded.resolve(embedded.SMOLLM2, weights=True)
-    ids = torch.tensor([config.examples(rows.select([0]))[0][0]["input_ids"]])
+    ids = torch.as_tensor(config.examples(rows.select([0]))[0][0]["input_ids"])[None]
     with torch.no_grad():
         before = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)(ids).logits
     for checkpoint in checkpoints:

@@ -24,7 +24,7 @@ from ..errors import InputError
 from .checkpoints import epoch_folder, load_checkpoints, save_adam_state, write_checkpoint_info
 
 if TYPE_CHECKING:
-    from .warmup_lora import LESSWarmup
+    from .warmup_lora import Example, LESSWarmup
 
 TRAINER_DIR = "trainer"
 
@@ -143,7 +143,7 @@ def load_lora_model(settings: LESSWarmup, precision: str) -> Any:
 
 
 def train(
-    settings: LESSWarmup, examples: list[dict[str, list[int]]], out: Path, *, progress: bool = False,
+    settings: LESSWarmup, examples: list[Example], out: Path, *, progress: bool = False,
     callbacks: list[Any] | None = None,
 ) -> list[int]:  # fmt: skip
     """Train (or resume) the warm-up into `out`; returns the epochs trained by this call."""
