@@ -68,8 +68,8 @@ def _callback_class() -> type:
             self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None, **kw: Any
         ) -> None:
             epoch = round(state.epoch)
-            if self.mean_rate is None or abs(state.epoch - epoch) > 1e-6:
-                return  # not an epoch's end
+            if self.mean_rate is None or abs(state.epoch - epoch) > 1e-6 or not state.is_world_process_zero:
+                return  # not an epoch's end, or not the process that writes (under torchrun, rank 0 does)
             folder = epoch_folder(self.out, epoch)
             shutil.rmtree(folder, ignore_errors=True)
             model.save_pretrained(str(folder))
