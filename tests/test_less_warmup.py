@@ -98,10 +98,8 @@ def test_training_loss_is_the_ce_scorers_loss(tiny_model: str, pool: Dataset, te
     assert len(ce) == len(examples) == 11
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     with torch.no_grad():
-        losses = [
-            model(input_ids=torch.tensor([e["input_ids"]]), labels=torch.tensor([e["labels"]])).loss.item()
-            for e in examples
-        ]
+        ids, labels = ([torch.as_tensor(e[key])[None] for e in examples] for key in ("input_ids", "labels"))
+        losses = [model(input_ids=i, labels=y).loss.item() for i, y in zip(ids, labels, strict=True)]
     np.testing.assert_allclose(losses, ce, rtol=1e-5)
     assert any(len(e["input_ids"]) == max_length for e in examples)  # some rows were cut, as the scorer cuts them
 
@@ -160,28 +158,38 @@ def test_every_epoch_keeps_lora_weights_adam_state_by_name_and_mean_lr(
 
 
 class Interrupt(TrainerCallback):
-    """Ctrl-C right after the LESS checkpoint of epoch `after` is written."""
+    """Ctrl-C right after the LESS checkpoint of epoch `epoch` is written, or after optimizer step `step`."""
 
-    def __init__(self, after: int) -> None:
-        self.after = after
+    def __init__(self, epoch: int | None = None, step: int | None = None) -> None:
+        self.epoch, self.step = epoch, step
 
     def on_save(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-        if round(state.epoch) == self.after:
+        if round(state.epoch) == self.epoch:
+            raise KeyboardInterrupt
+
+    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        if state.global_step == self.step:
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("interrupt_after", [1, 2])
+@pytest.mark.parametrize(
+    "interrupt, interrupt_after", [({"epoch": 1}, 1), ({"epoch": 2}, 2), ({"step": 4}, 1)],
+    ids=["after-epoch-1", "after-epoch-2", "mid-epoch-2"],
+)  # fmt: skip
 def test_resume_after_an_interrupt_equals_an_uninterrupted_run(
-    tiny_model: str, pool: Dataset, tmp_path, interrupt_after: int
+    tiny_model: str, pool: Dataset, tmp_path, interrupt: dict, interrupt_after: int
 ) -> None:
+    """Interrupted after epoch k (or in the middle of epoch k + 1), a re-run trains epochs k + 1.. only and ends
+    with the weights, Adam state and learning rates of a run that was never interrupted."""
     whole = settings(tiny_model, epochs=3)
     whole.run(pool, tmp_path / "whole")
+    assert whole.steps_per_epoch(whole_rows(tmp_path / "whole")) == 3  # so step 4 is inside epoch 2
 
     broken = settings(tiny_model, epochs=3)
     with pytest.raises(KeyboardInterrupt):
-        broken.run(pool, tmp_path / "resumed", callbacks=[Interrupt(interrupt_after)])
+        broken.run(pool, tmp_path / "resumed", callbacks=[Interrupt(**interrupt)])
     assert [c.epoch for c in load_checkpoints(tmp_path / "resumed")] == list(range(1, interrupt_after + 1))
-    (tmp_path / "resumed" / f"epoch-{interrupt_after + 1}").mkdir()  # a half-written next epoch is discarded
+    (tmp_path / "resumed" / f"epoch-{interrupt_after + 1}").mkdir(exist_ok=True)  # a half-written epoch is discarded
     resumed = settings(tiny_model, epochs=3)
     resumed.run(pool, tmp_path / "resumed")
     assert resumed.trained_epochs == list(range(interrupt_after + 1, 4))  # only the missing epochs
@@ -198,6 +206,53 @@ def test_resume_after_an_interrupt_equals_an_uninterrupted_run(
     assert (
         WarmupRecord.load(tmp_path / "whole").sample_indices == WarmupRecord.load(tmp_path / "resumed").sample_indices
     )
+
+
+KILLED_RUN = """
+import sys
+from datasets import load_from_disk
+from hf_select.less import LESSWarmup
+LESSWarmup(**{config}).run(load_from_disk(sys.argv[1]), sys.argv[2])
+"""
+
+
+def test_resume_after_kill_9_equals_an_uninterrupted_run(tiny_model: str, pool: Dataset, tmp_path) -> None:
+    """A real `kill -9` as soon as epoch 1's checkpoint is complete: the re-run trains only the epochs that
+    were not complete and ends where an uninterrupted run ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    big = Dataset.from_list(pool.to_list() * 3)  # epochs long enough for the kill to land in epoch 2
+    big.save_to_disk(str(tmp_path / "pool"))
+    config = {"model": tiny_model, "lora_r": 4, "lora_alpha": 16, "epochs": 2, "sample": 0.5, "batch_size": 4,
+              "gradient_accumulation": 2, "max_length": 64, "learning_rate": 1e-3}  # fmt: skip
+    out = tmp_path / "killed"
+    script = KILLED_RUN.replace("{config}", repr(config))
+    process = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "pool"), str(out)])
+    try:
+        deadline = time.monotonic() + 600
+        while not (out / "epoch-1" / "checkpoint.json").exists():
+            assert process.poll() is None and time.monotonic() < deadline, "the warm-up ended before epoch 1"
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    done = [c.epoch for c in load_checkpoints(out)]
+    assert done == [1]
+    resumed = LESSWarmup(**config)  # type: ignore[arg-type]
+    resumed.run(big, out)
+    assert resumed.trained_epochs == [2]
+    LESSWarmup(**config).run(big, tmp_path / "whole")  # type: ignore[arg-type]
+    for x, y in zip(load_checkpoints(tmp_path / "whole"), load_checkpoints(out), strict=True):
+        assert (x.epoch, x.step, x.learning_rate) == (y.epoch, y.step, y.learning_rate)
+        for name in ("adapter_model.safetensors", "adam.safetensors"):
+            tx, ty = tensors(x.path, name), tensors(y.path, name)
+            assert tx.keys() == ty.keys()
+            for key in tx:
+                torch.testing.assert_close(tx[key], ty[key], rtol=1e-5, atol=1e-7)
 
 
 def test_a_complete_warmup_is_not_trained_again_and_other_settings_are_refused(
@@ -228,6 +283,10 @@ def test_a_complete_warmup_is_not_trained_again_and_other_settings_are_refused(
 def test_nothing_trainable_is_a_clear_error(tiny_model: str, pool: Dataset, tmp_path) -> None:
     with pytest.raises(InputError, match=r"none of the 1 sampled rows can be trained on \(1 x no assistant turn"):
         settings(tiny_model, sample=1).run(pool.select([7]), tmp_path / "w")
+
+
+def whole_rows(folder: object) -> int:
+    return WarmupRecord.load(folder).training["rows"]  # type: ignore[arg-type]
 
 
 # --- the command line and its estimate ------------------------------------------------------------------
@@ -261,3 +320,50 @@ def test_cli_warmup_resume_and_dry_run(tiny_model: str, pool: Dataset, tmp_path,
     assert "other settings" in capsys.readouterr().err
     assert main(["less-warmup", *common, "--sample", "1.5"]) == 2
     assert "whole number" in capsys.readouterr().err
+
+
+# --- the real SmolLM2 ----------------------------------------------------------------------------------------
+
+
+def test_warmup_on_smollm2_loads_back_into_peft(tmp_path) -> None:
+    """SmolLM2-135M-Instruct on real ShareGPT rows, at small settings (r=8, 2 epochs, max length 64): every
+    epoch's adapter loads back with `PeftModel.from_pretrained`, its Adam state names SmolLM2's LoRA parameters,
+    and the trained adapter changes the model's output."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from hf_select import embedded
+    from hf_select.pool import load_pool
+    from hf_select.scorers import TokenLengthScorer
+
+    pool, _, _ = load_pool(embedded.SHAREGPT)
+    counted = pool.select(range(120)).map(TokenLengthScorer(tokenizer=embedded.SMOLLM2), batched=True)
+    short = [i for i, (p, e) in enumerate(zip(counted["n_tokens_prompt"], counted["n_tokens_error"], strict=True))
+             if not e and p < 56]  # fmt: skip
+    assert len(short) >= 10
+    rows = counted.select(short)
+    config = LESSWarmup(
+        model=embedded.SMOLLM2, lora_r=8, lora_alpha=32, epochs=2, sample=8, max_length=64, batch_size=4,
+        gradient_accumulation=1, learning_rate=1e-3,
+    )  # fmt: skip
+    record = config.run(rows, tmp_path / "w")
+    assert record.training["rows"] == 8 and record.template == "chat" and len(record.sample_indices) == 8
+    checkpoints = load_checkpoints(tmp_path / "w")
+    assert [(c.epoch, c.step) for c in checkpoints] == [(1, 2), (2, 4)]
+    assert all(c.learning_rate > 0 for c in checkpoints)
+
+    path = embedded.resolve(embedded.SMOLLM2, weights=True)
+    ids = torch.as_tensor(config.examples(rows.select([0]))[0][0]["input_ids"])[None]
+    with torch.no_grad():
+        before = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)(ids).logits
+    for checkpoint in checkpoints:
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, str(checkpoint.path), is_trainable=True)
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        adam = checkpoint.adam_state()
+        assert set(adam) == trainable and len(adam) == 30 * 4 * 2  # 30 layers x q/k/v/o x lora_A/B
+        saved = tensors(checkpoint.path, "adapter_model.safetensors")
+        assert len(saved) == len(adam)
+        with torch.no_grad():
+            after = model(ids).logits
+        assert (after - before).abs().max() > 1e-4  # the adapter is loaded and trained

@@ -30,6 +30,7 @@ from hf_select.select import (
     IFDTopK,
     KCenter,
     KMeansSelect,
+    LESSTopK,
     PreExperience,
     Random,
     Selection,
@@ -41,6 +42,7 @@ from hf_select.select import (
     ifd_top_k,
     kcenter_greedy,
     kmeans_select,
+    less_top_k,
     pre_experience_subset,
     proportional_quotas,
     random,
@@ -579,6 +581,7 @@ def test_selectors_registry() -> None:
     expected = {
         "top-k": (TopK, top_k),
         "ifd": (IFDTopK, ifd_top_k),
+        "less": (LESSTopK, less_top_k),
         "threshold": (Threshold, threshold),
         "random": (Random, random),
         "within-clusters": (WithinClusters, within_clusters),

@@ -61,7 +61,7 @@ def warmup_estimate(settings: LESSWarmup, pool: Dataset, *, gpu_tflops: float = 
     """Rows, exact tokens, optimizer steps, FLOPs and GPU hours of `settings`' warm-up on `pool`."""
     indices = settings.sample_indices(len(pool))
     examples, skipped = settings.examples(pool.select(indices))
-    tokens = sum(len(e["input_ids"]) for e in examples)
+    tokens = int(sum(len(e["input_ids"]) for e in examples))
     params, lora = model_sizes(settings.model, settings.revision, settings.lora_r, settings.lora_targets)
     flops = train_flops(params=params, tokens=tokens, epochs=settings.epochs)
     return {
@@ -70,7 +70,7 @@ def warmup_estimate(settings: LESSWarmup, pool: Dataset, *, gpu_tflops: float = 
         "trained_rows": len(examples),
         "skipped_rows": sum(skipped.values()),
         "tokens": tokens,
-        "response_tokens": sum(sum(1 for x in e["labels"] if x != -100) for e in examples),
+        "response_tokens": int(sum((e["labels"] != -100).sum() for e in examples)),
         "epochs": settings.epochs,
         "steps": settings.steps_per_epoch(len(examples)) * settings.epochs,
         "parameters": params,

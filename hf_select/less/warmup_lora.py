@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import shutil
 from dataclasses import asdict, dataclass, field, fields
@@ -34,12 +33,14 @@ from typing import Any, Literal
 import numpy as np
 from datasets import Dataset
 
+from ..compare.train import LORA_TARGETS
 from ..conversation import FormatName
 from ..encoding import TemplateName
 from ..errors import InputError
 from .checkpoints import RECORD, WarmupRecord, load_checkpoints
 
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+Example = dict[str, np.ndarray]
+"""One training row: `input_ids` and `labels` (-100 off the response), int64 arrays of one length."""
 
 
 @dataclass(kw_only=True)
@@ -152,8 +153,8 @@ class LESSWarmup:
 
         return load_tokenizer(self.tokenizer or self.model, self.revision, self.trust_remote_code)
 
-    def examples(self, rows: Dataset) -> tuple[list[dict[str, list[int]]], dict[str, int]]:
-        """Training examples of `rows` (input ids, labels = the ids on the scored response tokens, -100
+    def examples(self, rows: Dataset) -> tuple[list[Example], dict[str, int]]:
+        """Training examples of `rows` (int64 input ids; labels = the ids on the scored response tokens, -100
         elsewhere: the CE scorer's shifted response loss, which the model computes from them) and the rows
         that could not be encoded, counted by reason."""
         from ..encoding import ConversationEncoder
@@ -161,17 +162,18 @@ class LESSWarmup:
 
         scorer = self.scorer()
         resources = LMResources(ConversationEncoder(self.load_tokenizer(), self.template), engine=None)  # type: ignore[arg-type]
-        examples: list[dict[str, list[int]]] = []
+        examples: list[Example] = []
         skipped: dict[str, int] = {}
         for batch in rows.iter(batch_size=1000):
             _, units, errors = scorer.units(batch, resources)
             for reason in filter(None, errors):
                 skipped[reason] = skipped.get(reason, 0) + 1
             for ids, spans in units:
-                labels = [-100] * len(ids)
+                input_ids = np.asarray(ids, dtype=np.int64)
+                labels = np.full_like(input_ids, -100)
                 for start, end in spans:
-                    labels[start:end] = ids[start:end]
-                examples.append({"input_ids": list(ids), "labels": labels})
+                    labels[start:end] = input_ids[start:end]
+                examples.append({"input_ids": input_ids, "labels": labels})
         return examples, skipped
 
     # --- the record -------------------------------------------------------------------------------------
@@ -187,14 +189,17 @@ class LESSWarmup:
         own = ("model", "revision", "max_length", "lora_r", "lora_alpha", "lora_dropout", "lora_targets")
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in own}
 
-    def record(self, pool: Dataset, examples: list[dict[str, list[int]]], skipped: dict[str, int]) -> WarmupRecord:
+    def record(self, pool: Dataset, examples: list[Example], skipped: dict[str, int]) -> WarmupRecord:
         from ..encoding import resolve_template
         from ..provenance import provenance_of
 
-        digest = hashlib.sha256(json.dumps(examples, separators=(",", ":")).encode()).hexdigest()
+        digest = hashlib.sha256()
+        for example in examples:  # lengths first: the concatenation alone would not tell the rows apart
+            digest.update(np.array([len(example["input_ids"])], dtype="<i8").tobytes())
+            digest.update(example["input_ids"].astype("<i8").tobytes() + example["labels"].astype("<i8").tobytes())
         training = {
             **self.training(), "precision": precision(self.dtype), "rows": len(examples), "skipped": skipped,
-            "examples_sha256": digest, "pool_rows": len(pool),
+            "examples_sha256": digest.hexdigest(), "pool_rows": len(pool),
         }  # fmt: skip
         return WarmupRecord(
             model=self.model, revision=self.revision, template=resolve_template(self.load_tokenizer(), self.template),
@@ -284,4 +289,4 @@ def complete_epochs(output_dir: str | Path) -> list[int]:
     return [c.epoch for c in load_checkpoints(output_dir)] if Path(output_dir).is_dir() else []
 
 
-__all__ = ["LORA_TARGETS", "LESSWarmup", "complete_epochs", "warmup"]
+__all__ = ["LORA_TARGETS", "Example", "LESSWarmup", "complete_epochs", "warmup"]

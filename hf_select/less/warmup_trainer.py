@@ -24,7 +24,7 @@ from ..errors import InputError
 from .checkpoints import epoch_folder, load_checkpoints, save_adam_state, write_checkpoint_info
 
 if TYPE_CHECKING:
-    from .warmup_lora import LESSWarmup
+    from .warmup_lora import Example, LESSWarmup
 
 TRAINER_DIR = "trainer"
 
@@ -68,8 +68,8 @@ def _callback_class() -> type:
             self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None, **kw: Any
         ) -> None:
             epoch = round(state.epoch)
-            if self.mean_rate is None or abs(state.epoch - epoch) > 1e-6:
-                return  # not an epoch's end
+            if self.mean_rate is None or abs(state.epoch - epoch) > 1e-6 or not state.is_world_process_zero:
+                return  # not an epoch's end, or not the process that writes (under torchrun, rank 0 does)
             folder = epoch_folder(self.out, epoch)
             shutil.rmtree(folder, ignore_errors=True)
             model.save_pretrained(str(folder))
@@ -143,7 +143,7 @@ def load_lora_model(settings: LESSWarmup, precision: str) -> Any:
 
 
 def train(
-    settings: LESSWarmup, examples: list[dict[str, list[int]]], out: Path, *, progress: bool = False,
+    settings: LESSWarmup, examples: list[Example], out: Path, *, progress: bool = False,
     callbacks: list[Any] | None = None,
 ) -> list[int]:  # fmt: skip
     """Train (or resume) the warm-up into `out`; returns the epochs trained by this call."""

@@ -54,7 +54,17 @@ class TopK(BudgetedSelector):
 
 
 @dataclass(kw_only=True)
-class IFDTopK(TopK):
+class PresetTopK(TopK):
+    """A method's preset of `TopK`: its own score column, the highest scores kept, no range of its own
+    (a subclass may set one in `__post_init__`)."""
+
+    largest: bool = field(default=True, init=False)
+    min_value: float | None = field(default=None, init=False)
+    max_value: float | None = field(default=None, init=False)
+
+
+@dataclass(kw_only=True)
+class IFDTopK(PresetTopK):
     """Cherry LLM's IFD selector: rows with IFD > 1 (the instruction does not help the model predict the
     response) are dropped unless `keep_above_one`, then the highest IFD are kept.
 
@@ -69,9 +79,6 @@ class IFDTopK(TopK):
 
     column: str = "ifd"
     """IFD score column."""
-    largest: bool = field(default=True, init=False)
-    min_value: float | None = field(default=None, init=False)
-    max_value: float | None = field(default=None, init=False)
     keep_above_one: bool = False
     """Keep rows with IFD > 1 as candidates too."""
 
@@ -81,10 +88,10 @@ class IFDTopK(TopK):
 
 
 @dataclass(kw_only=True)
-class LESSTopK(TopK):
+class LESSTopK(PresetTopK):
     """LESS (Xia et al. 2024): keep the rows whose LoRA gradients are most like the target set's, i.e. the
     highest `less` score (`hf-select score --method less --warmup DIR`). "LESS within clusters" is
-    `WithinClusters(column="less", ...)`: `hf-select select --method within-clusters --column less`.
+    `WithinClusters(score_column="less", ...)`: `hf-select select --method within-clusters --column less`.
 
     Example:
         >>> from datasets import Dataset
@@ -97,9 +104,6 @@ class LESSTopK(TopK):
 
     column: str = "less"
     """LESS score column."""
-    largest: bool = field(default=True, init=False)
-    min_value: float | None = field(default=None, init=False)
-    max_value: float | None = field(default=None, init=False)
 
 
 def top_k(
