@@ -208,10 +208,14 @@ def _check_tiling(shards: list[tuple[int, Path, range, dict[str, Any], list[str]
             gap = f"rows {expected}..{rows.start - 1}"
             raise InputError(f"sharded scores: {gap} are in no sidecar (a shard is missing)")
         expected = rows.stop
-    rows_meta = [(s[1], s[3].get("rows"), len(s[2])) for s in shards]
-    for path, rows, n in rows_meta:
-        if isinstance(rows, int) and rows != n:
-            raise InputError(f"sharded scores: {path} holds {n} rows but its metadata says {rows}")
+    for _, path, rows, meta, _ in shards:
+        said = meta.get("rows")  # [start, stop) as `score_shard` writes it, or a count
+        if isinstance(said, list) and len(said) == 2 and range(*said) != rows:
+            raise InputError(
+                f"sharded scores: {path} holds rows {rows.start}..{rows.stop - 1} but its metadata says {said}"
+            )
+        if isinstance(said, int) and said != len(rows):
+            raise InputError(f"sharded scores: {path} holds {len(rows)} rows but its metadata says {said}")
 
 
 __all__ = ["SIDECAR_GLOB", "ShardedScores", "ray_remote"]
