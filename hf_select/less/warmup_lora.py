@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 from datasets import Dataset
 
-from ..compare.train import LORA_TARGETS
+from ..compare.sft import LORA_TARGETS
 from ..conversation import FormatName
 from ..encoding import TemplateName
 from ..errors import InputError
