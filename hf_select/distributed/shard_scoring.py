@@ -171,6 +171,8 @@ def plan_shards(
                                     "skipped": True, "seconds": 0.0}  # fmt: skip
         else:
             todo.append(job)
+    if todo:
+        scorer.prepare_pool(pool)  # once, on the driver: workers and actors receive what it prepared
     return todo, done
 
 

@@ -282,6 +282,12 @@ class Scorer(ABC):
     def columns_added(self) -> tuple[str, ...]:
         return (*self.score_columns, *self.vector_columns, self.error_column)
 
+    def prepare_pool(self, dataset: Any) -> None:
+        """Work that needs the whole pool before any batch is scored (LESS: its in-pool target sample), done
+        once in the driving process by `map` and by sharded runs (`hf_select.distributed`); what it prepares
+        travels to the workers with the pickled scorer. Nothing by default."""
+        return None  # a hook: most scorers need nothing from the whole pool
+
     def map(self, dataset: Any, **options: Any) -> Any:
         """`dataset.map(self, batched=True, with_indices=True, with_rank=True, ...)` with a progress bar per
         micro-batch; the scored pool remembers the input's provenance with this scorer added, so a selector
@@ -294,5 +300,6 @@ class Scorer(ABC):
 
         if "progress" in options:
             options["show_progress"] = options.pop("progress")
+        self.prepare_pool(dataset)
         scored = map_scorer(self, dataset, **options)
         return derived(scored, dataset, self.describe()) if hasattr(scored, "_fingerprint") else scored

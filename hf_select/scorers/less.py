@@ -69,8 +69,8 @@ class LESSScorer(Scorer):
     """None: the warm-up's template."""
     max_length: int | None = None
     """None: the warm-up's max_length."""
-    turns: Literal["last", "all"] = "last"
-    """`last`: the loss of the last assistant turn; `all`: of every assistant turn."""
+    turns: Literal["last", "all"] | None = None
+    """`last`: the loss of the last assistant turn; `all`: of every assistant turn; None: the warm-up's."""
     format: FormatName | None = None
     columns: tuple[str, ...] | None = None
     dtype: str = "auto"
@@ -108,6 +108,16 @@ class LESSScorer(Scorer):
         self._batch_indices: Sequence[int] | None = None
         self._batch_rows: list[int] = []
         use_spawn_start_method()
+
+    @property
+    def _turns(self) -> Literal["last", "all"]:
+        from ..less.checkpoints import WarmupRecord
+
+        if self.turns:
+            return self.turns
+        if getattr(self, "_warmup_turns", None) is None:  # read once per process, not once per row
+            self._warmup_turns = WarmupRecord.load(self.warmup).training.get("turns", "last")
+        return self._warmup_turns
 
     # --- identity: the warm-up's content and the prepared targets change scores -------------------------
     def fingerprint(self) -> str:
@@ -148,7 +158,8 @@ class LESSScorer(Scorer):
         from ..tokenizer import load_tokenizer
 
         record = WarmupRecord.load(self.warmup)
-        tokenizer = load_tokenizer(record.model, record.revision, self.trust_remote_code)
+        name = record.training.get("tokenizer") or record.model  # the warm-up's own, so token ids match
+        tokenizer = load_tokenizer(name, record.revision, self.trust_remote_code)
         return ConversationEncoder(tokenizer, self.template or record.template or "auto")
 
     def _model(self, device: str) -> Any:
@@ -241,10 +252,9 @@ class LESSScorer(Scorer):
         cached(self._cache_path(), compute)
         return self._cache_path()
 
-    def map(self, dataset: Any, **options: Any) -> Any:
-        """Prepare the targets (in this process, once) and score `dataset` (see `Scorer.map`)."""
+    def prepare_pool(self, dataset: Any) -> None:
+        """Prepare the targets (in this process, once), before `map` or a sharded run scores `dataset`."""
         self.prepare_targets(dataset)
-        return super().map(dataset, **options)
 
     def preload(self) -> None:
         if self._targets_key is None and self.targets:
@@ -252,7 +262,7 @@ class LESSScorer(Scorer):
 
     # --- the row loop ---------------------------------------------------------------------------------
     def prepare(self, turns: list[Turn], resources: LESSResources) -> Segments:
-        return render_segments(resources.encoder, turns, self.turns)
+        return render_segments(resources.encoder, turns, self._turns)
 
     def encode(self, prepared: list[Segments], resources: LESSResources) -> list[Units | RowError]:
         from ..less.checkpoints import WarmupRecord
