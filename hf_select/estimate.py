@@ -33,6 +33,7 @@ def estimate(
     picked = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
     probe = pool.select(picked)[:]
     t = time.perf_counter()
+    scorer.prepare_pool(pool)  # part of the job (LESS: the target gradients), so part of the estimate
     scorer.resources(0)
     load_s = time.perf_counter() - t
     scorer(pool.select(picked[:2])[:], 0)  # warm-up: first kernels, caches
@@ -42,8 +43,11 @@ def estimate(
     failed = int(sum(1 for e in out[scorer.error_column] if e))
 
     tokenizer = getattr(scorer, "tokenizer", None) or getattr(scorer, "model", None)
+    revision = getattr(scorer, "revision", None)
+    if tokenizer is None and hasattr(scorer, "token_source"):  # scorers whose model comes from elsewhere (LESS)
+        tokenizer, revision = scorer.token_source()
     counter = TokenLengthScorer(
-        tokenizer=tokenizer, revision=getattr(scorer, "revision", None), template=getattr(scorer, "template", "auto"),
+        tokenizer=tokenizer, revision=revision, template=getattr(scorer, "template", None) or "auto",
         format=getattr(scorer, "format", None), columns=getattr(scorer, "columns", None),
     )  # fmt: skip
     counts = counter(probe)["n_tokens"]

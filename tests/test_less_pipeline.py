@@ -28,13 +28,18 @@ def pool_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_warmup_score_shards_merge_and_select(pool_file: Path, tiny_model: str, tmp_path: Path) -> None:
+def test_warmup_score_shards_merge_and_select(
+    pool_file: Path, tiny_model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     warm = tmp_path / "warmup"
     argv = ["less-warmup", str(pool_file), "-o", str(warm), "--model", tiny_model, "--lora-r", "4",
             "--lora-alpha", "16", "--epochs", "2", "--sample", "6", "--max-length", "64", "--quiet"]  # fmt: skip
     assert main(argv) == 0
     score = ["score", str(pool_file), "--method", "less", "--warmup", str(warm), "--n-targets", "5",
              "--batch-size", "8"]  # fmt: skip
+    assert main([*score, "-o", str(tmp_path / "dry"), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "less on 24 rows" in printed and "estimated time" in printed and not (tmp_path / "dry").exists()
     assert main([*score, "-o", str(tmp_path / "scored")]) == 0
     scored = load_from_disk(str(tmp_path / "scored"))
     less = np.array(scored["less"], dtype=float)

@@ -153,13 +153,20 @@ class LESSScorer(Scorer):
         return {**super().describe(), "warmup": warmup, "targets_key": self._targets_key}
 
     # --- resources ------------------------------------------------------------------------------------
+    def token_source(self) -> tuple[str, str | None]:
+        """(tokenizer, revision) of the warm-up: its own tokenizer, so that token ids match training's."""
+        from ..less.checkpoints import WarmupRecord
+
+        record = WarmupRecord.load(self.warmup)
+        return record.training.get("tokenizer") or record.model, record.revision
+
     def _encoder(self) -> ConversationEncoder:
         from ..less.checkpoints import WarmupRecord
         from ..tokenizer import load_tokenizer
 
+        name, revision = self.token_source()
+        tokenizer = load_tokenizer(name, revision, self.trust_remote_code)
         record = WarmupRecord.load(self.warmup)
-        name = record.training.get("tokenizer") or record.model  # the warm-up's own, so token ids match
-        tokenizer = load_tokenizer(name, record.revision, self.trust_remote_code)
         return ConversationEncoder(tokenizer, self.template or record.template or "auto")
 
     def _model(self, device: str) -> Any:
