@@ -10,7 +10,7 @@ import functools
 import random
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from typing import Any, TypeVar
 
 from . import progress
@@ -179,11 +179,15 @@ class RemoteBackend:
         if not items:
             return []
         stop = threading.Event()
+        failures: list[BaseException] = []  # the failure that stopped the others, kept before `stop` is set
 
         def guarded(item: Any) -> T:
             try:
                 return job(item, stop)
-            except BaseException:
+            except _Cancelled:
+                raise
+            except BaseException as err:
+                failures.append(err)
                 stop.set()  # at once, so that no worker sends another request
                 raise
 
@@ -194,9 +198,14 @@ class RemoteBackend:
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 progress.advance(1, len(items), 0)  # a request is the remote micro-batch (tokens: the server's)
-        except BaseException:  # a failed request, or Ctrl-C: return now, let requests in flight end on their own
+        except BaseException as err:  # a failed request, or Ctrl-C: return now, let requests in flight end
             stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
+            if isinstance(err, _Cancelled):  # a request cancelled by the failure may end before the failure does
+                if not failures:
+                    wait(futures, timeout=self.timeout)  # `stop` is set: each ends after its request in flight
+                if failures:
+                    raise failures[0] from None
             raise
         pool.shutdown()
         return results

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import socket
+import threading
 import time
 from typing import Any
 
@@ -310,3 +311,26 @@ def test_remote_options_are_scorer_fields_kept_out_of_records(tiny_model: str) -
             stop()
         assert srv.max_in_flight <= 2
         assert len(steps) == srv.requests  # progress moves per request
+
+
+def test_the_failure_is_raised_not_the_cancellation_it_caused() -> None:
+    """When one request fails, the others stop (`_Cancelled`); a cancelled one may finish before the failed
+    one, and the user must still see the failure (seen as `_Cancelled` escaping under load)."""
+    from hf_select.remote_base import RemoteBackend, _Cancelled
+
+    backend = RemoteBackend("http://127.0.0.1:9", max_concurrency=2, max_retries=0, timeout=1.0, backoff_base=0.0)
+    for _ in range(5):
+        waiting = threading.Event()
+
+        def job(item: int, stop: threading.Event, waiting: threading.Event = waiting) -> int:
+            if item == 0:  # fails, but its thread is slower to end than the request its failure cancels
+                waiting.wait(5)
+                stop.set()
+                time.sleep(0.01)
+                raise InputError("the server tokenizes differently")
+            waiting.set()
+            stop.wait(5)
+            raise _Cancelled
+
+        with pytest.raises(InputError, match="tokenizes differently"):
+            backend._map(job, [0, 1])
