@@ -99,9 +99,9 @@ class LESSScorer(Scorer):
             raise InputError("store= writes projected vectors: it needs projection='rademacher'")
         if self.max_length is not None and self.max_length < 2:
             raise InputError(f"max_length must be at least 2, got {self.max_length}")
-        from ..less.checkpoints import WarmupRecord, load_checkpoints
+        from ..less.checkpoints import load_checkpoints
 
-        WarmupRecord.load(self.warmup)  # fail now, naming the folder, not when the first batch runs
+        self._record()  # fail now, naming the folder, not when the first batch runs
         if not load_checkpoints(self.warmup):
             raise InputError(f"{self.warmup}: no complete checkpoint (epoch-N/checkpoint.json) in this LESS warm-up")
         self._targets_key: str | None = None
@@ -109,15 +109,17 @@ class LESSScorer(Scorer):
         self._batch_rows: list[int] = []
         use_spawn_start_method()
 
-    @property
-    def _turns(self) -> Literal["last", "all"]:
+    def _record(self) -> Any:
+        """The warm-up's `WarmupRecord`, read once per process (rows and batches ask for its settings)."""
         from ..less.checkpoints import WarmupRecord
 
-        if self.turns:
-            return self.turns
-        if getattr(self, "_warmup_turns", None) is None:  # read once per process, not once per row
-            self._warmup_turns = WarmupRecord.load(self.warmup).training.get("turns", "last")
-        return self._warmup_turns
+        if getattr(self, "_warmup_record", None) is None:  # not pickled: a worker reads its own
+            self._warmup_record = WarmupRecord.load(self.warmup)
+        return self._warmup_record
+
+    @property
+    def _turns(self) -> Literal["last", "all"]:
+        return self.turns or self._record().training.get("turns", "last")
 
     # --- identity: the warm-up's content and the prepared targets change scores -------------------------
     def fingerprint(self) -> str:
@@ -144,10 +146,9 @@ class LESSScorer(Scorer):
         self._batch_rows = []
 
     def describe(self) -> dict[str, Any]:
-        from ..less.checkpoints import WarmupRecord
         from ..less.model import warmup_hash
 
-        record = WarmupRecord.load(self.warmup)
+        record = self._record()
         warmup = {"sha256": warmup_hash(self.warmup), "model": record.model, "revision": record.revision,
                   "template": record.template}  # fmt: skip
         return {**super().describe(), "warmup": warmup, "targets_key": self._targets_key}
@@ -155,19 +156,15 @@ class LESSScorer(Scorer):
     # --- resources ------------------------------------------------------------------------------------
     def token_source(self) -> tuple[str, str | None]:
         """(tokenizer, revision) of the warm-up: its own tokenizer, so that token ids match training's."""
-        from ..less.checkpoints import WarmupRecord
-
-        record = WarmupRecord.load(self.warmup)
+        record = self._record()
         return record.training.get("tokenizer") or record.model, record.revision
 
     def _encoder(self) -> ConversationEncoder:
-        from ..less.checkpoints import WarmupRecord
         from ..tokenizer import load_tokenizer
 
         name, revision = self.token_source()
         tokenizer = load_tokenizer(name, revision, self.trust_remote_code)
-        record = WarmupRecord.load(self.warmup)
-        return ConversationEncoder(tokenizer, self.template or record.template or "auto")
+        return ConversationEncoder(tokenizer, self.template or self._record().template or "auto")
 
     def _model(self, device: str) -> Any:
         from ..less.model import WarmupModel, warmup_hash
@@ -209,9 +206,7 @@ class LESSScorer(Scorer):
     def target_sample(self, n_rows: int) -> list[int]:
         """In-pool targets: `n_targets` positions (sorted) drawn with `target_seed` from the rows outside
         the warm-up's sample (all of them when there are fewer)."""
-        from ..less.checkpoints import WarmupRecord
-
-        trained = set(WarmupRecord.load(self.warmup).sample_indices)
+        trained = set(self._record().sample_indices)
         candidates = np.array([i for i in range(n_rows) if i not in trained], dtype=np.int64)
         if not len(candidates):
             raise InputError("every pool row is in the warm-up's sample: no row is left to hold out as targets")
@@ -272,9 +267,7 @@ class LESSScorer(Scorer):
         return render_segments(resources.encoder, turns, self._turns)
 
     def encode(self, prepared: list[Segments], resources: LESSResources) -> list[Units | RowError]:
-        from ..less.checkpoints import WarmupRecord
-
-        max_length = self.max_length or WarmupRecord.load(self.warmup).max_length
+        max_length = self.max_length or self._record().max_length
         out: list[Units | RowError] = []
         for encoded in encode_segments(resources.encoder, prepared):
             try:
