@@ -305,7 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _stdout_to_devnull()
         return 141  # the shell's code for SIGPIPE
     except Exception as err:
-        if _caused_by_ctrl_c(err):  # worker pools (num_proc) fail in their own ways while Ctrl-C stops them
+        # worker pools (num_proc) fail in their own ways while Ctrl-C stops them
+        if _caused_by_ctrl_c(err) or (previous is not None and _ctrl_c_seen()):
             return _interrupted()
         raise
     finally:
@@ -321,14 +322,32 @@ def _quiet_workers_on_ctrl_c() -> Any:
     if threading.current_thread() is not threading.main_thread():
         return None
     main_pid = os.getpid()
+    _SIGINT.clear()
     os.environ[CLI_PID_VARIABLE] = str(main_pid)  # spawned workers: see hf_select/__init__.py
 
     def on_sigint(signum: int, frame: Any) -> None:
         if os.getpid() != main_pid:
             raise SystemExit(130)
+        _SIGINT.set()
         raise KeyboardInterrupt
 
     return signal.signal(signal.SIGINT, on_sigint)
+
+
+_SIGINT = threading.Event()  # set by this process's Ctrl-C handler
+
+
+def _ctrl_c_seen(grace: float = 0.5) -> bool:
+    """Whether Ctrl-C reached this process, now or within `grace` seconds: a worker that Ctrl-C stopped
+    (say, in the middle of an import) can report its own error a moment before this process runs its
+    handler, and the error then carries no trace of the interrupt."""
+    if _SIGINT.is_set():
+        return True
+    try:
+        _SIGINT.wait(grace)
+    except KeyboardInterrupt:
+        return True
+    return _SIGINT.is_set()
 
 
 def _caused_by_ctrl_c(err: BaseException | None) -> bool:
